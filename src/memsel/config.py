@@ -1,0 +1,398 @@
+"""Typed configuration for every memsel command.
+
+Every hyperparameter lives once, here, in a dataclass with a default and a one-line docstring.
+YAML files and ``--set key=value`` only override these defaults; unknown keys, wrong types and
+out-of-range values are refused before anything runs, naming the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or file that memsel refuses, with the field and what was expected."""
+
+
+def _check(cond: bool, name: str, expected: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"field '{name}': expected {expected}, got {value!r}")
+
+
+@dataclass
+class DataConfig:
+    """Where the samples come from and how they are padded."""
+
+    path: str | None = None
+    """A bAbI ``*_train.txt`` file (its ``*_test.txt`` sibling is found) or a folder; None generates task 1."""
+    task: int = 1
+    """bAbI task number, used to pick the files when ``path`` is a folder."""
+    train_stories: int = 200
+    """Generated stories in the train split (5 questions each by default, as in bAbI's 1k set)."""
+    test_stories: int = 200
+    """Generated stories in the test split."""
+    questions_per_story: int = 5
+    """Generated questions per story."""
+    statements_per_question: int = 2
+    """Generated statements between two questions (bAbI task 1 uses 2)."""
+    num_actors: int = 4
+    """Generated: how many people move around."""
+    num_places: int = 6
+    """Generated: how many places they move between."""
+    val_fraction: float = 0.1
+    """Fraction of the train file's stories held out for validation."""
+    max_memories: int = 0
+    """Memory slots per sample; 0 = the longest story in the data. Longer stories keep their most recent memories."""
+    max_sentence_len: int = 0
+    """Tokens per sentence; 0 = the longest sentence in the data."""
+
+    def validate(self, p: str = "data") -> None:
+        _check(1 <= self.task <= 20, f"{p}.task", "an integer in 1..20", self.task)
+        for name in ("train_stories", "test_stories", "questions_per_story", "statements_per_question"):
+            _check(getattr(self, name) >= 1, f"{p}.{name}", "an integer >= 1", getattr(self, name))
+        _check(self.num_actors >= 1, f"{p}.num_actors", "an integer >= 1", self.num_actors)
+        _check(self.num_places >= 2, f"{p}.num_places", "an integer >= 2", self.num_places)
+        _check(0.0 <= self.val_fraction < 1.0, f"{p}.val_fraction", "a number in [0, 1)", self.val_fraction)
+        _check(self.max_memories >= 0, f"{p}.max_memories", "an integer >= 0 (0 = automatic)", self.max_memories)
+        _check(self.max_sentence_len >= 0, f"{p}.max_sentence_len", "an integer >= 0 (0 = automatic)",
+               self.max_sentence_len)
+
+
+SELECTOR_KINDS = ("ff",)
+
+
+@dataclass
+class SelectorConfig:
+    """The selector network (see memsel.network)."""
+
+    kind: str = "ff"
+    """Network family. ``ff``: one feed-forward (additive) attention layer over memories."""
+    embed_dim: int = 32
+    """Word and sentence embedding size."""
+    hidden_dim: int = 64
+    """Hidden units of the scoring layer."""
+    position_encoding: bool = True
+    """Weight words by position inside a sentence (MemN2N's PE) instead of a plain bag of words."""
+    recency: bool = True
+    """Give every memory a learned embedding of its age (0 = most recent)."""
+
+    def validate(self, p: str = "selector") -> None:
+        _check(self.kind in SELECTOR_KINDS, f"{p}.kind", f"one of {list(SELECTOR_KINDS)}", self.kind)
+        _check(self.embed_dim >= 1, f"{p}.embed_dim", "an integer >= 1", self.embed_dim)
+        _check(self.hidden_dim >= 1, f"{p}.hidden_dim", "an integer >= 1", self.hidden_dim)
+
+
+@dataclass
+class PretrainConfig:
+    """Supervised pretraining with Lightning."""
+
+    max_epochs: int = 15
+    """Passes over the train split."""
+    batch_size: int = 32
+    """Samples per optimiser step."""
+    lr: float = 5e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    recency_decay: float = 0.5
+    """Rate lambda of the temporal prior p(age) ~ exp(-lambda * age), age 0 = most recent memory."""
+    recency_weight: float = 0.1
+    """Weight of the temporal prior in the soft target when labels are used (the rest is the supporting facts)."""
+    use_labels: bool = True
+    """Use supporting-fact labels where the data has them; False trains on the temporal prior alone."""
+
+    def validate(self, p: str = "pretrain") -> None:
+        _check(self.max_epochs >= 1, f"{p}.max_epochs", "an integer >= 1", self.max_epochs)
+        _check(self.batch_size >= 1, f"{p}.batch_size", "an integer >= 1", self.batch_size)
+        _check(self.lr > 0, f"{p}.lr", "a number > 0", self.lr)
+        _check(self.weight_decay >= 0, f"{p}.weight_decay", "a number >= 0", self.weight_decay)
+        _check(self.recency_decay >= 0, f"{p}.recency_decay", "a number >= 0", self.recency_decay)
+        _check(0.0 <= self.recency_weight <= 1.0, f"{p}.recency_weight", "a number in [0, 1]",
+               self.recency_weight)
+
+
+@dataclass
+class PPOSettings:
+    """PPO fine-tuning in RLlib (new API stack) with a distillation term toward the pretrained net."""
+
+    iterations: int = 8
+    """Training iterations (one sample + update round each)."""
+    train_batch_size: int = 512
+    """Env steps sampled per iteration."""
+    minibatch_size: int = 128
+    """Samples per SGD minibatch."""
+    num_epochs: int = 4
+    """SGD passes over each train batch."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    clip_param: float = 0.2
+    """PPO surrogate clip range."""
+    kl_coeff: float = 0.2
+    """Initial coefficient of the adaptive KL penalty toward the sampling policy."""
+    kl_target: float = 0.01
+    """Target KL of the adaptive penalty."""
+    entropy_coeff: float = 0.0
+    """Entropy bonus."""
+    vf_loss_coeff: float = 0.5
+    """Value loss weight."""
+    grad_clip: float = 0.5
+    """Global gradient-norm clip."""
+    gamma: float = 0.99
+    """Discount."""
+    lambda_: float = 0.95
+    """GAE lambda."""
+    distill_coeff: float = 0.5
+    """Weight of KL(teacher || student) toward the pretrained network; 0 disables the term."""
+    use_pretrained: bool = True
+    """Start from the pretrained selector (False trains PPO from scratch, with no teacher)."""
+    num_env_runners: int = 0
+    """Remote env runners; 0 samples in the trial's own process (best on 2 cores)."""
+    num_envs_per_env_runner: int = 8
+    """Vectorised envs per runner."""
+    checkpoint_every: int = 0
+    """Checkpoint every N iterations; 0 = only at the end."""
+
+    def validate(self, p: str = "ppo") -> None:
+        for name in ("iterations", "train_batch_size", "minibatch_size", "num_epochs", "num_envs_per_env_runner"):
+            _check(getattr(self, name) >= 1, f"{p}.{name}", "an integer >= 1", getattr(self, name))
+        _check(self.minibatch_size <= self.train_batch_size, f"{p}.minibatch_size",
+               f"an integer <= ppo.train_batch_size ({self.train_batch_size})", self.minibatch_size)
+        _check(self.lr > 0, f"{p}.lr", "a number > 0", self.lr)
+        _check(self.clip_param > 0, f"{p}.clip_param", "a number > 0", self.clip_param)
+        for name in ("kl_coeff", "kl_target", "entropy_coeff", "vf_loss_coeff", "grad_clip", "distill_coeff"):
+            _check(getattr(self, name) >= 0, f"{p}.{name}", "a number >= 0", getattr(self, name))
+        _check(0 <= self.gamma <= 1, f"{p}.gamma", "a number in [0, 1]", self.gamma)
+        _check(0 <= self.lambda_ <= 1, f"{p}.lambda_", "a number in [0, 1]", self.lambda_)
+        _check(self.num_env_runners >= 0, f"{p}.num_env_runners", "an integer >= 0", self.num_env_runners)
+        _check(self.checkpoint_every >= 0, f"{p}.checkpoint_every", "an integer >= 0", self.checkpoint_every)
+
+
+SEARCH_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
+
+
+@dataclass
+class TuneSettings:
+    """A Ray Tune sweep over the PPO settings, with ASHA early stopping."""
+
+    num_samples: int = 4
+    """Trials drawn from the search space (each grid point counts once per sample)."""
+    max_concurrent_trials: int = 2
+    """Trials running at once (each needs 1 CPU with ppo.num_env_runners = 0)."""
+    iterations: int = 0
+    """Max iterations per trial (ASHA's max_t); 0 = ppo.iterations."""
+    grace_period: int = 2
+    """ASHA: iterations every trial gets before it can be stopped."""
+    reduction_factor: int = 2
+    """ASHA: keep 1 / reduction_factor of the trials at each rung."""
+    metric: str = "env_runners/episode_return_mean"
+    """Result key that ranks trials (higher is better)."""
+    search_space: dict = field(default_factory=lambda: {
+        "lr": {"loguniform": [1e-5, 1e-3]},
+        "distill_coeff": {"choice": [0.0, 0.1, 0.5, 1.0]},
+    })
+    """ppo field -> {kind: args}, kind one of choice, grid, uniform, loguniform, randint."""
+
+    def validate(self, p: str = "tune") -> None:
+        _check(self.num_samples >= 1, f"{p}.num_samples", "an integer >= 1", self.num_samples)
+        _check(self.max_concurrent_trials >= 1, f"{p}.max_concurrent_trials", "an integer >= 1",
+               self.max_concurrent_trials)
+        _check(self.iterations >= 0, f"{p}.iterations", "an integer >= 0 (0 = ppo.iterations)", self.iterations)
+        _check(self.grace_period >= 1, f"{p}.grace_period", "an integer >= 1", self.grace_period)
+        _check(self.reduction_factor >= 2, f"{p}.reduction_factor", "an integer >= 2", self.reduction_factor)
+        ppo_fields = {f.name for f in dataclasses.fields(PPOSettings)}
+        for key, spec in self.search_space.items():
+            _check(key in ppo_fields, f"{p}.search_space.{key}", f"a ppo field, one of {sorted(ppo_fields)}", key)
+            _check(isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SEARCH_KINDS,
+                   f"{p}.search_space.{key}", f"a mapping with one key of {list(SEARCH_KINDS)}", spec)
+            kind, args = next(iter(spec.items()))
+            _check(isinstance(args, list) and len(args) >= 1, f"{p}.search_space.{key}.{kind}",
+                   "a non-empty list", args)
+            if kind in ("uniform", "loguniform", "randint"):
+                _check(len(args) == 2 and args[0] < args[1], f"{p}.search_space.{key}.{kind}",
+                       "[low, high] with low < high", args)
+            if kind == "loguniform":
+                _check(args[0] > 0, f"{p}.search_space.{key}.{kind}", "a low bound > 0", args)
+
+
+@dataclass
+class Config:
+    """One memsel run: data, network, pretraining, PPO, sweep, tracking."""
+
+    name: str = "quickstart"
+    """Run name; the default run directory is runs/<name>."""
+    seed: int = 0
+    """Seeds data generation, splits, initialisation, sampling and the sweep."""
+    run_dir: str = ""
+    """Where everything of this run goes; empty = runs/<name>."""
+    experiment: str = "memsel"
+    """MLflow experiment name."""
+    tracking_uri: str = ""
+    """MLflow tracking URI; empty = sqlite:///<run_dir>/mlflow.db."""
+    ray_address: str = ""
+    """Ray cluster address ('auto', 'host:6379'); empty = start a local Ray."""
+    data: DataConfig = field(default_factory=DataConfig)
+    selector: SelectorConfig = field(default_factory=SelectorConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+    tune: TuneSettings = field(default_factory=TuneSettings)
+
+    def validate(self) -> "Config":
+        _check(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
+        _check(self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        self.data.validate()
+        self.selector.validate()
+        self.pretrain.validate()
+        self.ppo.validate()
+        self.tune.validate()
+        return self
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.name}").resolve()
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.run_path / 'mlflow.db'}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> values, for logging as MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, d: dict) -> None:
+            for k, v in d.items():
+                key = f"{prefix}{k}"
+                if isinstance(v, dict) and k != "search_space":
+                    walk(key + ".", v)
+                else:
+                    out[key] = json.dumps(v) if isinstance(v, (dict, list)) else v
+        walk("", self.to_dict())
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides: YAML files and --set key=value, checked against the dataclasses' declared types.
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits the declared type ``tp``; returns (ok, value converted if harmless)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if tp is str:
+        return isinstance(value, str), value
+    if tp is dict or origin is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+
+
+def _type_name(tp: Any) -> str:
+    args = typing.get_args(tp)
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    if tp is type(None):
+        return "null"
+    return _TYPE_NAMES.get(tp, str(tp))
+
+
+def _apply(obj: Any, overrides: dict, source: str, prefix: str = "") -> None:
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {overrides!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in overrides.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{source}: unknown field '{path}'; known fields here: {', '.join(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, source, path + ".")
+            continue
+        ok, converted = _type_ok(value, hints[key])
+        if not ok:
+            raise ConfigError(f"{source}: field '{path}': expected {_type_name(hints[key])}, got {value!r}")
+        setattr(obj, key, converted)
+
+
+def parse_set(item: str) -> dict:
+    """``a.b=1`` -> ``{"a": {"b": 1}}``; the value is read as YAML (numbers, true/false, lists)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. ppo.lr=1e-4")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
+    # YAML reads 1e-4 as a string; accept it as the number the user meant.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            pass
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, sets: list[str] | None = None, **top: Any) -> Config:
+    """Defaults, then the YAML file, then ``--set`` items, then ``top`` (non-None CLI flags)."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if loaded is not None:
+            _apply(cfg, loaded, str(p))
+    for item in sets or []:
+        _apply(cfg, parse_set(item), f"--set {item}")
+    for key, value in top.items():
+        if value is not None:
+            _apply(cfg, {key: value}, f"--{key.replace('_', '-')}")
+    return cfg.validate()
+
+
+def from_dict(d: dict) -> Config:
+    """Rebuild a Config from ``Config.to_dict()`` output (e.g. a saved config.yaml)."""
+    cfg = Config()
+    _apply(cfg, d, "saved config")
+    return cfg.validate()

@@ -1,0 +1,141 @@
+"""Samples -> fixed-shape arrays (padding + masks) that the network, Lightning and RLlib all share.
+
+Memories sit in slots oldest first, padding after them; ``ages`` counts back from the most recent
+memory (age 0). When a story has more memories than slots, the most recent ones are kept and the
+supporting facts that fall outside are counted, not hidden.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from memsel.data.babi import Sample, tokenize
+
+PAD, UNK = "<pad>", "<unk>"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The shapes a network is built for."""
+
+    vocab_size: int
+    max_memories: int
+    max_sentence_len: int
+
+
+class Vocab:
+    """Token <-> id; id 0 is padding, id 1 stands for words not seen in training."""
+
+    def __init__(self, tokens: list[str]):
+        if tokens[:2] != [PAD, UNK]:
+            raise ValueError(f"a vocabulary starts with {PAD!r}, {UNK!r}; got {tokens[:2]}")
+        self.tokens = list(tokens)
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+
+    @classmethod
+    def build(cls, samples: list[Sample]) -> "Vocab":
+        words: set[str] = set()
+        for s in samples:
+            for text in (*s.memories, s.query, s.answer):
+                words.update(tokenize(text))
+        return cls([PAD, UNK, *sorted(words)])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index.get(t, 1) for t in tokenize(text)]
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.tokens), encoding="utf-8")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Vocab":
+        return cls(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@dataclass
+class EncodedSamples:
+    """Padded arrays for S samples with N memory slots of L tokens."""
+
+    memories: np.ndarray  # (S, N, L) int64 token ids, 0 = pad
+    mask: np.ndarray  # (S, N) bool, True where a slot holds a memory
+    query: np.ndarray  # (S, L) int64
+    ages: np.ndarray  # (S, N) int64, 0 = most recent memory; 0 in padding
+    support: np.ndarray  # (S, N) bool, supporting facts
+    answer: np.ndarray  # (S,) int64 answer token id (first token)
+    dropped_support: int = 0
+    """Supporting facts that fell outside the memory slots (too old)."""
+
+    def __len__(self) -> int:
+        return int(self.mask.shape[0])
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The observation fields, in the one naming every consumer uses."""
+        return {"memories": self.memories, "mask": self.mask, "query": self.query, "ages": self.ages}
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, memories=self.memories, mask=self.mask, query=self.query, ages=self.ages,
+                 support=self.support, answer=self.answer, dropped_support=np.int64(self.dropped_support))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EncodedSamples":
+        with np.load(path) as z:
+            return cls(z["memories"], z["mask"], z["query"], z["ages"], z["support"], z["answer"],
+                       int(z["dropped_support"]))
+
+
+def spec_for(samples: list[Sample], max_memories: int = 0, max_sentence_len: int = 0,
+             vocab: Vocab | None = None) -> DataSpec:
+    """Shapes that fit ``samples`` where the config leaves them automatic (0)."""
+    n = max_memories or max(1, max(len(s.memories) for s in samples))
+    length = max_sentence_len or max(
+        len(tokenize(t)) for s in samples for t in (*s.memories, s.query))
+    return DataSpec(len(vocab) if vocab else 0, n, max(1, length))
+
+
+def encode(samples: list[Sample], vocab: Vocab, spec: DataSpec) -> EncodedSamples:
+    """Pad, mask and truncate ``samples`` to ``spec``'s shapes."""
+    s_count, n, length = len(samples), spec.max_memories, spec.max_sentence_len
+    memories = np.zeros((s_count, n, length), dtype=np.int64)
+    mask = np.zeros((s_count, n), dtype=bool)
+    query = np.zeros((s_count, length), dtype=np.int64)
+    ages = np.zeros((s_count, n), dtype=np.int64)
+    support = np.zeros((s_count, n), dtype=bool)
+    answer = np.zeros((s_count,), dtype=np.int64)
+    dropped = 0
+    for i, s in enumerate(samples):
+        first = max(0, len(s.memories) - n)  # keep the n most recent memories
+        kept = s.memories[first:]
+        for j, text in enumerate(kept):
+            ids = vocab.encode(text)[:length]
+            memories[i, j, : len(ids)] = ids
+        k = len(kept)
+        mask[i, :k] = True
+        ages[i, :k] = np.arange(k - 1, -1, -1)
+        for idx in s.supporting:
+            if idx >= first:
+                support[i, idx - first] = True
+            else:
+                dropped += 1
+        q = vocab.encode(s.query)[:length]
+        query[i, : len(q)] = q
+        a = vocab.encode(s.answer)
+        answer[i] = a[0] if a else 1
+    return EncodedSamples(memories, mask, query, ages, support, answer, dropped)
+
+
+def save_spec(spec: DataSpec, path: Path) -> None:
+    path.write_text(json.dumps(asdict(spec)), encoding="utf-8")
+
+
+def load_spec(path: Path) -> DataSpec:
+    return DataSpec(**json.loads(Path(path).read_text(encoding="utf-8")))
