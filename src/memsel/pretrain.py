@@ -8,6 +8,7 @@ state dict is exported to ``<run_dir>/pretrain/selector.pt``, the file PPO start
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -119,6 +120,17 @@ def selector_from_lightning_checkpoint(path: str | Path) -> Selector:
     return net
 
 
+class EpochLog(L.Callback):
+    """One log line per epoch, for logs and terminals where a progress bar would flood the output."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        log.info("pretrain epoch %d/%d  %s", trainer.current_epoch + 1, trainer.max_epochs,
+                 "  ".join(f"{k} {v:.4f}" for k, v in sorted(m.items())))
+
+
 def pretrain(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: DataSpec,
              logger: L.pytorch.loggers.Logger | None = None) -> Path:
     """Train, keep the best validation checkpoint, export its bare network; returns the export path."""
@@ -132,7 +144,8 @@ def pretrain(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: Data
         save_top_k=1, save_last=True)
     trainer = L.Trainer(
         max_epochs=cfg.pretrain.max_epochs, accelerator="cpu", devices=1, logger=logger or False,
-        callbacks=[checkpoint], deterministic=True, enable_model_summary=False,
+        callbacks=[checkpoint, EpochLog()], deterministic=True, enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(),
         log_every_n_steps=10, default_root_dir=str(out), num_sanity_val_steps=0)
     dm = SelectorDataModule(train, val, batch_size=cfg.pretrain.batch_size, seed=cfg.seed)
     trainer.fit(module, datamodule=dm if has_val else None,

@@ -1,0 +1,123 @@
+"""The stages behind the CLI: pretrain -> PPO fine-tune -> sweep -> evaluate, and all of them at once.
+
+Each stage reads and writes the run directory (``runs/<name>`` by default):
+
+    config.yaml              the full config of the last command run here
+    data/                    generated or pointed-to bAbI files, vocab, shapes, encoded splits
+    pretrain/selector.pt     pretrained network (bare state dict + config), Lightning checkpoints
+    ppo/selector.pt          PPO-fine-tuned network; ray_results/ppo holds the RLlib checkpoints
+    tune/selector.pt         best sweep trial's network; ray_results/tune holds every trial
+    results.json, results.png, results.txt   the evaluation
+    mlflow.db                MLflow tracking store (unless --tracking-uri points elsewhere)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from memsel.config import Config
+from memsel.data.prepare import PreparedData, prepare_data
+
+log = logging.getLogger(__name__)
+
+
+def save_run_config(cfg: Config) -> Path:
+    cfg.run_path.mkdir(parents=True, exist_ok=True)
+    path = cfg.run_path / "config.yaml"
+    tmp = path.with_name("config.yaml.tmp")
+    tmp.write_text(cfg.to_yaml(), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def init_ray(cfg: Config) -> None:
+    """Join ``cfg.ray_address`` or start a local Ray; reuse a session that is already up."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if cfg.ray_address:
+        ray.init(address=cfg.ray_address, logging_level=logging.WARNING)
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+
+
+def stage_pretrain(cfg: Config, data: PreparedData) -> Path:
+    from memsel.pretrain import pretrain
+    from memsel.tracking import lightning_logger
+
+    return pretrain(cfg, data.train, data.val, data.spec, logger=lightning_logger(cfg, "pretrain"))
+
+
+def pretrained_path(cfg: Config) -> Path | None:
+    """The pretrained selector PPO starts from, or None when PPO runs from scratch."""
+    if not cfg.ppo.use_pretrained:
+        return None
+    path = cfg.run_path / "pretrain" / "selector.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no pretrained selector; run `memsel pretrain` with the same --run-dir "
+                                "first, or set ppo.use_pretrained=false to train from scratch")
+    return path
+
+
+def stage_ppo(cfg: Config, data: PreparedData, sweep: bool):
+    from memsel.tune_jobs import run_ppo
+
+    init_ray(cfg)
+    return run_ppo(cfg, data.files["train_npz"], data.spec, pretrained_path(cfg), sweep=sweep)
+
+
+def stage_evaluate(cfg: Config, data: PreparedData, curve: list[dict] | None = None) -> dict:
+    """Evaluate every selector the run directory holds; write results.{json,txt,png}; log to MLflow."""
+    from memsel.evaluate import evaluate, format_table, plot_results
+    from memsel.tracking import log_evaluation
+
+    run = cfg.run_path
+    found = {name: run / folder / "selector.pt"
+             for name, folder in (("pretrained", "pretrain"), ("ppo", "ppo"), ("ppo_tuned", "tune"))}
+    results = evaluate(data.test, {k: p for k, p in found.items() if p.is_file()})
+    if curve is None:
+        outcome = run / "ppo" / "outcome.json"
+        curve = json.loads(outcome.read_text(encoding="utf-8"))["curve"] if outcome.is_file() else []
+    src = Path(data.files["test_file"]).name
+    files = []
+    for name, text in (("results.json", json.dumps(results, indent=2)), ("results.txt", format_table(results))):
+        path = run / name
+        tmp = path.with_name(name + ".tmp")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(path)
+        files.append(path)
+    files.append(plot_results(results, curve, run / "results.png", f"memsel run '{cfg.name}' on {src}"))
+    log_evaluation(cfg, results, files)
+    return results
+
+
+def run_pipeline(cfg: Config) -> dict:
+    """Data -> pretrain -> PPO with distillation -> ASHA sweep -> evaluate; returns the results."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    data = prepare_data(cfg)
+    timings["data"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    log.info("[1/4] pretraining the selector with Lightning")
+    stage_pretrain(cfg, data)
+    timings["pretrain"] = time.perf_counter() - t
+    t = time.perf_counter()
+    log.info("[2/4] fine-tuning with PPO + distillation in RLlib")
+    outcome = stage_ppo(cfg, data, sweep=False)
+    timings["ppo"] = time.perf_counter() - t
+    t = time.perf_counter()
+    log.info("[3/4] sweeping PPO hyperparameters with Ray Tune (ASHA, %d trials)", cfg.tune.num_samples)
+    stage_ppo(cfg, data, sweep=True)
+    timings["tune"] = time.perf_counter() - t
+    t = time.perf_counter()
+    log.info("[4/4] evaluating on the test split")
+    results = stage_evaluate(cfg, data, outcome.curve)
+    timings["evaluate"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    (cfg.run_path / "timings.json").write_text(json.dumps(timings, indent=2), encoding="utf-8")
+    log.info("timings (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    return results

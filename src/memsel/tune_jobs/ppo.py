@@ -1,0 +1,166 @@
+"""PPO fine-tuning and hyperparameter sweeps, both run by Ray Tune.
+
+``memsel train`` is a Tune experiment with one trial and no search; ``memsel tune`` draws
+``tune.num_samples`` trials from ``tune.search_space`` and stops the weak ones early with ASHA.
+Both log every trial to MLflow through one callback and keep Tune's checkpoints, so that either
+runs unchanged on a laptop's local Ray or on a cluster (``--ray-address``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from memsel.config import Config, TuneSettings
+from memsel.data.encode import DataSpec
+from memsel.rl import build_ppo_config
+from memsel.tracking import log_trial_checkpoint, tune_callback
+
+log = logging.getLogger(__name__)
+
+MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
+
+
+@dataclass
+class PPOOutcome:
+    """What a train or tune experiment left behind."""
+
+    selector_path: Path
+    """The fine-tuned selector (best trial's), as a memsel selector file."""
+    checkpoint: str
+    """The RLlib checkpoint it came from."""
+    best_config: dict[str, Any]
+    """The searched PPO fields of the best trial (empty for a plain train run)."""
+    curve: list[dict[str, float]] = field(default_factory=list)
+    """Per iteration of the best trial: iteration, env steps, return, mean KL, distillation KL."""
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    """Every trial: its searched fields, last return and iterations run."""
+
+
+def search_space(settings: TuneSettings) -> dict[str, Any]:
+    """memsel's ``tune.search_space`` spec -> Tune sampler objects, keyed by ppo field."""
+    makers = {"choice": lambda a: tune.choice(a), "grid": lambda a: tune.grid_search(a),
+              "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
+              "randint": lambda a: tune.randint(*a)}
+    return {key: makers[kind](args) for key, spec in settings.search_space.items() for kind, args in spec.items()}
+
+
+_CURVE_KEYS = {
+    "return": "env_runners/episode_return_mean",
+    "mean_kl_loss": "learners/default_policy/mean_kl_loss",
+    "distill_kl": "learners/default_policy/distill_kl",
+    "entropy": "learners/default_policy/entropy",
+}
+
+
+def metric_value(metrics: dict | None, key: str) -> float | None:
+    """``a/b/c`` -> metrics["a"]["b"]["c"] (Tune's results are nested; its metric names are flat)."""
+    node: Any = metrics or {}
+    if key in node:
+        return node[key]
+    for part in key.split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+class ProgressCallback(tune.Callback):
+    """One log line per trial iteration: enough to follow a run without Tune's wide tables."""
+
+    def __init__(self, stage: str, iterations: int):
+        self.stage, self.iterations = stage, iterations
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        parts = [f"{name} {metric_value(result, key):.4f}" for name, key in _CURVE_KEYS.items()
+                 if isinstance(metric_value(result, key), (int, float))]
+        log.info("%s %s iter %d/%d  %s", self.stage, trial.trial_id, result.get("training_iteration", 0),
+                 self.iterations, "  ".join(parts))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log.error("%s %s failed; see %s", self.stage, trial.trial_id, trial.local_path)
+
+
+def _curve(result: Any) -> list[dict[str, float]]:
+    df = result.metrics_dataframe
+    if df is None or df.empty:
+        return []
+    rows = []
+    for _, r in df.iterrows():
+        row = {"iteration": int(r["training_iteration"]),
+               "env_steps": float(r.get("num_env_steps_sampled_lifetime", float("nan")))}
+        for name, key in _CURVE_KEYS.items():
+            if key in df.columns:
+                row[name] = float(r[key])
+        rows.append(row)
+    return rows
+
+
+def export_selector_from_checkpoint(checkpoint_dir: str | Path, dest: Path) -> Path:
+    """Read the RLModule out of an RLlib checkpoint and save its bare selector as a memsel file."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    module = RLModule.from_checkpoint(str(Path(checkpoint_dir) / MODULE_SUBDIR))
+    return module.selector.save(dest)
+
+
+def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None, sweep: bool) -> PPOOutcome:
+    """Run PPO through Tune (one trial, or a sweep) and export the best trial's selector."""
+    stage = "tune" if sweep else "ppo"
+    iterations = (cfg.tune.iterations or cfg.ppo.iterations) if sweep else cfg.ppo.iterations
+    space = search_space(cfg.tune) if sweep else {}
+    # Samplers stand in for the searched fields; the PPOConfig builder passes them through and
+    # Tune resolves them per trial.
+    ppo = dataclasses.replace(cfg.ppo, **space)
+    ppo_config = build_ppo_config(dataclasses.replace(cfg, ppo=ppo), train_npz, spec, pretrained)
+    metric = cfg.tune.metric
+    tune_config = tune.TuneConfig(
+        metric=metric, mode="max", num_samples=cfg.tune.num_samples if sweep else 1,
+        max_concurrent_trials=cfg.tune.max_concurrent_trials if sweep else 1,
+        scheduler=ASHAScheduler(time_attr="training_iteration", max_t=iterations,
+                                grace_period=min(cfg.tune.grace_period, iterations),
+                                reduction_factor=cfg.tune.reduction_factor) if sweep else None)
+    run_config = tune.RunConfig(
+        name=stage, storage_path=str(cfg.run_path / "ray_results"), stop={"training_iteration": iterations},
+        callbacks=[tune_callback(cfg, stage), ProgressCallback(stage, iterations)], verbose=0,
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=cfg.ppo.checkpoint_every,
+                                                checkpoint_at_end=True, num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=0))
+    grid = tune.Tuner(ppo_config.algo_class, param_space=ppo_config, tune_config=tune_config,
+                      run_config=run_config).fit()
+    if grid.errors:
+        raise RuntimeError(f"{stage}: {len(grid.errors)} trial(s) failed; first error: {grid.errors[0]}")
+    best = grid.get_best_result(metric=metric, mode="max", scope="last")
+    if best.checkpoint is None:
+        raise RuntimeError(f"{stage}: the best trial left no checkpoint under {cfg.run_path / 'ray_results'}")
+    dest = cfg.run_path / stage / "selector.pt"
+    export_selector_from_checkpoint(best.checkpoint.path, dest)
+    searched = {k: _lookup(best.config, k) for k in space}
+    trials = []
+    for r in grid:
+        if r.checkpoint is not None:
+            log_trial_checkpoint(cfg, r.metrics["trial_id"], r.checkpoint.path,
+                                 dest if r.path == best.path else None)
+        trials.append({**{k: _lookup(r.config, k) for k in space},
+                       "return": metric_value(r.metrics, metric),
+                       "iterations": metric_value(r.metrics, "training_iteration")})
+    outcome = PPOOutcome(dest, best.checkpoint.path, searched, _curve(best), trials)
+    (cfg.run_path / stage / "outcome.json").write_text(json.dumps(
+        {**dataclasses.asdict(outcome), "selector_path": str(dest)}, indent=2, default=str), encoding="utf-8")
+    log.info("%s: best trial %s -> %s", stage, searched or "(no search)", dest)
+    return outcome
+
+
+def _lookup(trial_config: dict, ppo_field: str) -> Any:
+    """Where a ppo field sits in the RLlib config dict of a trial."""
+    if ppo_field == "distill_coeff":
+        return trial_config.get("learner_config_dict", {}).get("distill_coeff")
+    key = {"train_batch_size": "train_batch_size_per_learner", "lambda_": "lambda"}.get(ppo_field, ppo_field)
+    return trial_config.get(key, trial_config.get(ppo_field))
