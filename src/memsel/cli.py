@@ -99,9 +99,10 @@ def stdout_to_stderr(active: bool) -> Iterator[None]:
         return
     sys.stdout.flush()
     saved = os.dup(1)
-    os.dup2(2, 1)
+    os.dup2(2, 1)  # output of C code and child processes
     try:
-        yield
+        with contextlib.redirect_stdout(sys.stderr):  # Python-level prints, whatever fd sys.stdout uses
+            yield
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)

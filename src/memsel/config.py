@@ -215,7 +215,12 @@ class TuneSettings:
             kind, args = next(iter(spec.items()))
             _check(isinstance(args, list) and len(args) >= 1, f"{p}.search_space.{key}.{kind}",
                    "a non-empty list", args)
+            numbers = [_as_number(a) for a in args]
+            if all(n is not None for n in numbers):
+                spec[kind] = args = numbers  # "1e-4" from YAML becomes the number it spells
             if kind in ("uniform", "loguniform", "randint"):
+                _check(all(n is not None for n in numbers), f"{p}.search_space.{key}.{kind}",
+                       "[low, high] as numbers", args)
                 _check(len(args) == 2 and args[0] < args[1], f"{p}.search_space.{key}.{kind}",
                        "[low, high] with low < high", args)
             if kind == "loguniform":
@@ -304,12 +309,25 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return True, float(value)
-        return False, value
+        number = _as_number(value)
+        return (number is not None), (float(number) if number is not None else value)
     if tp is str:
         return isinstance(value, str), value
     if tp is dict or origin is dict:
         return isinstance(value, dict), value
     return True, value
+
+
+def _as_number(value: Any) -> float | int | None:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; accept such strings where a number is expected."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 _TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
@@ -355,12 +373,6 @@ def parse_set(item: str) -> dict:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
-    # YAML reads 1e-4 as a string; accept it as the number the user meant.
-    if isinstance(value, str):
-        try:
-            value = float(value) if any(c in value for c in ".eE") else value
-        except ValueError:
-            pass
     out: dict = {}
     node = out
     parts = key.split(".")

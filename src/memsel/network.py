@@ -92,6 +92,10 @@ class Selector(nn.Module):
         for k in ("memories", "query", "ages"):
             if obs[k].is_floating_point() and not torch.equal(obs[k], obs[k].round()):
                 raise TypeError(f"selector input '{k}' must hold integer ids, got {obs[k].dtype} with fractions")
+        for k in ("memories", "query"):
+            if obs[k].numel() and (obs[k].min() < 0 or obs[k].max() >= self.spec.vocab_size):
+                raise ValueError(f"selector input '{k}' holds token ids outside 0..{self.spec.vocab_size - 1} "
+                                 f"(min {int(obs[k].min())}, max {int(obs[k].max())}): another vocabulary?")
 
     def forward(self, obs: dict[str, torch.Tensor], return_features: bool = False) -> Any:
         """Masked logits (B, N); with ``return_features`` also (B, 2d) features for a value head."""
@@ -133,7 +137,10 @@ class Selector(nn.Module):
     def load(cls, path: str | Path) -> "Selector":
         blob = read_selector_file(path)
         net = cls(SelectorConfig(**blob["selector_config"]), DataSpec(**blob["spec"]))
-        net.load_state_dict(blob["state_dict"])
+        try:
+            net.load_state_dict(blob["state_dict"])
+        except RuntimeError as e:
+            raise ValueError(f"{path}: weights do not fit the network it describes: {e}") from None
         return net
 
 
@@ -142,7 +149,10 @@ def read_selector_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no selector file (run `memsel pretrain` first, or check the path)")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types; all mean "not our file"
+        raise ValueError(f"{path}: not a memsel selector file (expected format 'memsel.selector/1'): {e}") from None
     if not isinstance(blob, dict) or blob.get("format") != "memsel.selector/1":
         raise ValueError(f"{path}: not a memsel selector file (expected format 'memsel.selector/1')")
     return blob

@@ -68,11 +68,14 @@ def parse_babi(path: str | Path) -> list[Sample]:
     statements: list[str] = []  # texts of this story's statements so far
     stmt_index: dict[int, int] = {}  # line id -> index into statements
     question_ids: set[int] = set()
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): the latter also breaks on form feeds and other separators,
+    # and line numbers in errors must match what an editor shows.
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
         if not line.strip():
             continue
         head, sep, rest = line.partition(" ")
-        if not sep or not head.isdigit():
+        if not sep or not (head.isascii() and head.isdigit()):
             raise BabiFormatError(path, lineno, f"expected 'ID text' with a numeric ID, got {line[:60]!r}")
         line_id = int(head)
         if line_id == 1:
@@ -97,7 +100,7 @@ def parse_babi(path: str | Path) -> list[Sample]:
             raise BabiFormatError(path, lineno, "empty question or answer")
         supporting: set[int] = set()
         for tok in support_field.split():
-            if not tok.isdigit():
+            if not (tok.isascii() and tok.isdigit()):
                 raise BabiFormatError(path, lineno, f"supporting id {tok!r} is not a number")
             sid = int(tok)
             if sid in question_ids:

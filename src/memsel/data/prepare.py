@@ -7,6 +7,7 @@ environment reads. Re-running a command reuses them, so pretraining and PPO see 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -55,6 +56,10 @@ def split_by_story(samples: list[Sample], fraction: float, seed: int) -> tuple[l
     return [s for s in samples if s.story not in held], [s for s in samples if s.story in held]
 
 
+def _sha1(path: str | Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
 def prepare_data(cfg: Config) -> PreparedData:
     run = cfg.run_path
     folder = run / "data"
@@ -69,12 +74,15 @@ def prepare_data(cfg: Config) -> PreparedData:
              train_file, len(train_all), len(train), len(val), test_file, len(test))
 
     vocab_path, spec_path, sources_path = folder / "vocab.json", folder / "spec.json", folder / "sources.json"
-    sources = {"train_file": str(Path(train_file).resolve()), "test_file": str(Path(test_file).resolve())}
+    sources = {"train_file": str(Path(train_file).resolve()), "test_file": str(Path(test_file).resolve()),
+               "train_sha1": _sha1(train_file), "test_sha1": _sha1(test_file)}
     if vocab_path.exists() and spec_path.exists() and sources_path.exists():
         previous = json.loads(sources_path.read_text(encoding="utf-8"))
         if previous != sources:
-            raise ValueError(f"run directory {run} was prepared from {previous['train_file']}; this command "
-                             f"asks for {sources['train_file']}. Use another --run-dir (or --name).")
+            raise ValueError(f"run directory {run} was prepared from other data ({previous['train_file']}, "
+                             f"sha1 {previous.get('train_sha1', '?')[:10]}); this command gives "
+                             f"{sources['train_file']} (sha1 {sources['train_sha1'][:10]}), and its vocabulary "
+                             "and shapes would not fit. Use another --run-dir (or --name).")
         vocab, spec = Vocab.load(vocab_path), load_spec(spec_path)
     else:
         vocab = Vocab.build(train_all)
