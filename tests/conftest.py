@@ -29,3 +29,27 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+TINY_CONFIG = """
+name: tiny
+seed: 3
+data: {train_stories: 60, test_stories: 20}
+pretrain: {max_epochs: 6}
+ppo: {iterations: 3, train_batch_size: 256, minibatch_size: 64, num_epochs: 2}
+tune:
+  num_samples: 4
+  iterations: 2
+  grace_period: 1
+  search_space:
+    lr: {loguniform: [1.0e-5, 1.0e-3]}
+    distill_coeff: {choice: [0.0, 0.5]}
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    """A config for end-to-end runs that finish in about a minute on 2 cores."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_CONFIG, encoding="utf-8")
+    return path

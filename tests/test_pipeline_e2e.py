@@ -19,20 +19,6 @@ from memsel.cli import run as cli_run
 
 pytestmark = pytest.mark.slow
 
-TINY = """
-name: tiny
-seed: 3
-data: {train_stories: 60, test_stories: 20}
-pretrain: {max_epochs: 6}
-ppo: {iterations: 3, train_batch_size: 256, minibatch_size: 64, num_epochs: 2}
-tune:
-  num_samples: 4
-  iterations: 2
-  grace_period: 1
-  search_space:
-    lr: {loguniform: [1.0e-5, 1.0e-3]}
-    distill_coeff: {choice: [0.0, 0.5]}
-"""
 
 
 def _free_port() -> int:
@@ -74,9 +60,8 @@ def mlflow_server(tmp_path_factory):
     log.close()
 
 
-def test_pipeline_end_to_end_tracks_everything(tmp_path, mlflow_server, ray_session, capfd):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY)
+def test_pipeline_end_to_end_tracks_everything(tmp_path, tiny_config, mlflow_server, ray_session, capfd):
+    config = tiny_config
     run_dir = tmp_path / "run"
     code = cli_run(["pipeline", "--config", str(config), "--run-dir", str(run_dir),
                     "--tracking-uri", mlflow_server, "--json"])
