@@ -32,9 +32,9 @@ class DataConfig:
     """Where the samples come from and how they are padded."""
 
     path: str | None = None
-    """A bAbI ``*_train.txt`` file (its ``*_test.txt`` sibling is found) or a folder; None generates task 1."""
+    """A bAbI ``*_train.txt`` file (its ``*_test.txt`` sibling is found) or a folder; None generates ``task``."""
     task: int = 1
-    """bAbI task number, used to pick the files when ``path`` is a folder."""
+    """bAbI task number: picks the files when ``path`` is a folder; the task generated (1, 2 or 3) when it is None."""
     train_stories: int = 200
     """Generated stories in the train split (5 questions each by default, as in bAbI's 1k set)."""
     test_stories: int = 200
@@ -42,11 +42,15 @@ class DataConfig:
     questions_per_story: int = 5
     """Generated questions per story."""
     statements_per_question: int = 2
-    """Generated statements between two questions (bAbI task 1 uses 2)."""
+    """Generated statements between two questions (bAbI: 2); tasks 2 and 3 add blocks of this size until a question can be asked."""
     num_actors: int = 4
     """Generated: how many people move around."""
     num_places: int = 6
     """Generated: how many places they move between."""
+    num_objects: int = 3
+    """Generated tasks 2 and 3: how many objects people get and drop."""
+    distractor_density: float = 0.0
+    """Generated: share of statements that are moves of bystanders, never asked about (0 = none, as in bAbI)."""
     val_fraction: float = 0.1
     """Fraction of the train file's stories held out for validation."""
     max_memories: int = 0
@@ -60,10 +64,68 @@ class DataConfig:
             _check(getattr(self, name) >= 1, f"{p}.{name}", "an integer >= 1", getattr(self, name))
         _check(self.num_actors >= 1, f"{p}.num_actors", "an integer >= 1", self.num_actors)
         _check(self.num_places >= 2, f"{p}.num_places", "an integer >= 2", self.num_places)
+        _check(self.num_objects >= 1, f"{p}.num_objects", "an integer >= 1", self.num_objects)
+        _check(0.0 <= self.distractor_density < 1.0, f"{p}.distractor_density", "a number in [0, 1)",
+               self.distractor_density)
+        if self.path is None:
+            _check(self.task in GENERATED_TASKS, f"{p}.task",
+                   f"one of {list(GENERATED_TASKS)} when {p}.path is empty (the generated tasks)", self.task)
         _check(0.0 <= self.val_fraction < 1.0, f"{p}.val_fraction", "a number in [0, 1)", self.val_fraction)
         _check(self.max_memories >= 0, f"{p}.max_memories", "an integer >= 0 (0 = automatic)", self.max_memories)
         _check(self.max_sentence_len >= 0, f"{p}.max_sentence_len", "an integer >= 0 (0 = automatic)",
                self.max_sentence_len)
+
+
+GENERATED_TASKS = (1, 2, 3)
+BUDGET_STRATEGIES = ("all", "truncate", "sample")
+SAMPLE_WEIGHTINGS = ("uniform", "recency")
+REWARD_MODES = ("supporting", "answer")
+REWARD_TIMINGS = ("per_hop", "final")
+READERS = ("contains",)
+
+
+@dataclass
+class EnvConfig:
+    """The memory-selection environment (memsel.env); the budget also applies to pretraining and evaluation."""
+
+    memory_budget: int = 0
+    """K, memory slots a question may see; 0 = no budget (only with budget_strategy 'all')."""
+    budget_strategy: str = "all"
+    """all: every memory, padded to data.max_memories; truncate: the K most recent; sample: K drawn per episode."""
+    sample_weighting: str = "uniform"
+    """budget_strategy 'sample': draw memories uniformly or by recency weight exp(-sample_decay * age)."""
+    sample_decay: float = 0.1
+    """budget_strategy 'sample' with 'recency' weighting: the rate of exp(-sample_decay * age)."""
+    reward_mode: str = "supporting"
+    """supporting: reward a chosen memory that is a needed supporting fact; answer: a reader must answer from the chosen memories."""
+    reader: str = "contains"
+    """reward_mode 'answer': 'contains' (the answer token is in a chosen memory) or 'package.module:factory' of a learned reader."""
+    hops: int = 1
+    """Selections per question; 0 = as many as the question's supporting facts (multi-hop)."""
+    reward_timing: str = "per_hop"
+    """per_hop: reward each selection by what it adds; final: the whole reward after the last selection."""
+
+    def validate(self, p: str = "env") -> None:
+        _check(self.budget_strategy in BUDGET_STRATEGIES, f"{p}.budget_strategy", f"one of {list(BUDGET_STRATEGIES)}",
+               self.budget_strategy)
+        if self.budget_strategy == "all":
+            # A K that 'all' would silently ignore is refused: the user meant a budget.
+            _check(self.memory_budget == 0, f"{p}.memory_budget",
+                   "0 with budget_strategy 'all' (no budget); for a budget K >= 1 set budget_strategy to "
+                   "'truncate' or 'sample'", self.memory_budget)
+        else:
+            _check(self.memory_budget >= 1, f"{p}.memory_budget",
+                   f"an integer >= 1 with budget_strategy '{self.budget_strategy}' (0 = no budget only with 'all')",
+                   self.memory_budget)
+        _check(self.sample_weighting in SAMPLE_WEIGHTINGS, f"{p}.sample_weighting", f"one of {list(SAMPLE_WEIGHTINGS)}",
+               self.sample_weighting)
+        _check(self.sample_decay >= 0, f"{p}.sample_decay", "a number >= 0", self.sample_decay)
+        _check(self.reward_mode in REWARD_MODES, f"{p}.reward_mode", f"one of {list(REWARD_MODES)}", self.reward_mode)
+        _check(self.reader in READERS or (":" in self.reader and all(self.reader.split(":", 1))), f"{p}.reader",
+               f"one of {list(READERS)} or 'package.module:factory'", self.reader)
+        _check(self.hops >= 0, f"{p}.hops", "an integer >= 0 (0 = as many as the supporting facts)", self.hops)
+        _check(self.reward_timing in REWARD_TIMINGS, f"{p}.reward_timing", f"one of {list(REWARD_TIMINGS)}",
+               self.reward_timing)
 
 
 SELECTOR_KINDS = ("ff",)
@@ -151,6 +213,26 @@ class PPOSettings:
     """GAE lambda."""
     distill_coeff: float = 0.5
     """Weight of KL(teacher || student) toward the pretrained network; 0 disables the term."""
+    distill_schedule: str = "constant"
+    """How the distillation weight moves: constant, linear (to distill_final), adaptive (QDagger-style)."""
+    distill_final: float = 0.0
+    """linear schedule: the weight after distill_decay_steps env steps."""
+    distill_decay_steps: int = 10000
+    """linear schedule: env steps over which the weight goes from distill_coeff to distill_final."""
+    use_kl_loss: bool = True
+    """Adaptive KL penalty toward the sampling policy (kl_coeff adapted to kl_target)."""
+    vf_clip: float = 10.0
+    """Clip of the squared value error (RLlib's vf_clip_param); large = off."""
+    dual_clip: float = 0.0
+    """Dual-clip PPO: > 1 bounds the surrogate of negative advantages at dual_clip * A; 0 = off."""
+    minibatch_advantage_norm: bool = False
+    """Re-standardise advantages per minibatch (per train batch is always on, in RLlib's GAE)."""
+    target_kl: float = 0.0
+    """Hard trust region: stop an iteration's remaining minibatch updates once approx. KL exceeds it; 0 = off."""
+    entropy_coeff_final: float = -1.0
+    """Entropy schedule: linear from entropy_coeff to this over entropy_decay_steps env steps; < 0 = constant."""
+    entropy_decay_steps: int = 10000
+    """Entropy schedule length in env steps."""
     use_pretrained: bool = True
     """Start from the pretrained selector (False trains PPO from scratch, with no teacher)."""
     num_env_runners: int = 0
@@ -167,14 +249,22 @@ class PPOSettings:
                f"an integer <= ppo.train_batch_size ({self.train_batch_size})", self.minibatch_size)
         _check(self.lr > 0, f"{p}.lr", "a number > 0", self.lr)
         _check(self.clip_param > 0, f"{p}.clip_param", "a number > 0", self.clip_param)
-        for name in ("kl_coeff", "kl_target", "entropy_coeff", "vf_loss_coeff", "grad_clip", "distill_coeff"):
+        for name in ("kl_coeff", "kl_target", "entropy_coeff", "vf_loss_coeff", "grad_clip", "distill_coeff",
+                     "distill_final", "vf_clip", "dual_clip", "target_kl"):
             _check(getattr(self, name) >= 0, f"{p}.{name}", "a number >= 0", getattr(self, name))
+        _check(self.distill_schedule in DISTILL_SCHEDULES, f"{p}.distill_schedule",
+               f"one of {list(DISTILL_SCHEDULES)}", self.distill_schedule)
+        _check(self.dual_clip == 0 or self.dual_clip > 1, f"{p}.dual_clip", "0 (off) or a number > 1",
+               self.dual_clip)
+        for name in ("distill_decay_steps", "entropy_decay_steps"):
+            _check(getattr(self, name) >= 1, f"{p}.{name}", "an integer >= 1", getattr(self, name))
         _check(0 <= self.gamma <= 1, f"{p}.gamma", "a number in [0, 1]", self.gamma)
         _check(0 <= self.lambda_ <= 1, f"{p}.lambda_", "a number in [0, 1]", self.lambda_)
         _check(self.num_env_runners >= 0, f"{p}.num_env_runners", "an integer >= 0", self.num_env_runners)
         _check(self.checkpoint_every >= 0, f"{p}.checkpoint_every", "an integer >= 0", self.checkpoint_every)
 
 
+DISTILL_SCHEDULES = ("constant", "linear", "adaptive")
 SEARCH_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
 
 
@@ -207,9 +297,11 @@ class TuneSettings:
         _check(self.iterations >= 0, f"{p}.iterations", "an integer >= 0 (0 = ppo.iterations)", self.iterations)
         _check(self.grace_period >= 1, f"{p}.grace_period", "an integer >= 1", self.grace_period)
         _check(self.reduction_factor >= 2, f"{p}.reduction_factor", "an integer >= 2", self.reduction_factor)
-        ppo_fields = {f.name for f in dataclasses.fields(PPOSettings)}
+        # Fields that shape the run rather than the learning are not searchable.
+        ppo_fields = {f.name for f in dataclasses.fields(PPOSettings)} - {
+            "iterations", "use_pretrained", "num_env_runners", "num_envs_per_env_runner", "checkpoint_every"}
         for key, spec in self.search_space.items():
-            _check(key in ppo_fields, f"{p}.search_space.{key}", f"a ppo field, one of {sorted(ppo_fields)}", key)
+            _check(key in ppo_fields, f"{p}.search_space.{key}", f"a searchable ppo field, one of {sorted(ppo_fields)}", key)
             _check(isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SEARCH_KINDS,
                    f"{p}.search_space.{key}", f"a mapping with one key of {list(SEARCH_KINDS)}", spec)
             kind, args = next(iter(spec.items()))
@@ -244,6 +336,7 @@ class Config:
     ray_address: str = ""
     """Ray cluster address ('auto', 'host:6379'); empty = start a local Ray."""
     data: DataConfig = field(default_factory=DataConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
     selector: SelectorConfig = field(default_factory=SelectorConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     ppo: PPOSettings = field(default_factory=PPOSettings)
@@ -253,6 +346,7 @@ class Config:
         _check(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
         _check(self.seed >= 0, "seed", "an integer >= 0", self.seed)
         self.data.validate()
+        self.env.validate()
         self.selector.validate()
         self.pretrain.validate()
         self.ppo.validate()

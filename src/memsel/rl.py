@@ -14,15 +14,20 @@ from memsel.env import MemorySelectionEnv
 from memsel.rllib_models import DistillPPOTorchLearner, SelectorRLModule
 
 
-def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_path: str | Path | None) -> PPOConfig:
+def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_path: str | Path | None,
+                     teacher_return: float | None = None) -> PPOConfig:
     """The PPOConfig for fine-tuning: env over ``train_npz``, our RLModule and distillation learner.
 
     With ``pretrained_path`` the module starts from that selector and distils toward it; without
     it (or with ``ppo.use_pretrained = false``) PPO starts from scratch and has no teacher.
+    ``teacher_return`` (the teacher's expected episode return) drives the adaptive distillation weight.
     """
     p = cfg.ppo
     start = str(pretrained_path) if (pretrained_path and p.use_pretrained) else None
     model_config = {"selector": asdict(cfg.selector), "spec": asdict(spec), "pretrained_path": start}
+    # RLlib takes an entropy schedule as [[env_step, value], ...] and interpolates linearly.
+    entropy = p.entropy_coeff if not (isinstance(p.entropy_coeff_final, (int, float)) and p.entropy_coeff_final >= 0) \
+        else [[0, p.entropy_coeff], [p.entropy_decay_steps, p.entropy_coeff_final]]
     return (
         PPOConfig()
         .environment(MemorySelectionEnv, env_config={"data_path": str(train_npz), "seed": cfg.seed,
@@ -30,11 +35,15 @@ def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_pat
         .framework("torch")
         .env_runners(num_env_runners=p.num_env_runners, num_envs_per_env_runner=p.num_envs_per_env_runner,
                      num_cpus_per_env_runner=1)
-        .learners(learner_class=DistillPPOTorchLearner,
-                  learner_config_dict={"teacher_path": start, "distill_coeff": p.distill_coeff})
+        .learners(learner_class=DistillPPOTorchLearner, learner_config_dict={
+            "teacher_path": start, "teacher_return": teacher_return, "distill_coeff": p.distill_coeff,
+            "distill_schedule": p.distill_schedule, "distill_final": p.distill_final,
+            "distill_decay_steps": p.distill_decay_steps, "dual_clip": p.dual_clip,
+            "minibatch_advantage_norm": p.minibatch_advantage_norm, "target_kl": p.target_kl})
         .training(lr=p.lr, train_batch_size_per_learner=p.train_batch_size, minibatch_size=p.minibatch_size,
-                  num_epochs=p.num_epochs, clip_param=p.clip_param, kl_coeff=p.kl_coeff, kl_target=p.kl_target,
-                  entropy_coeff=p.entropy_coeff, vf_loss_coeff=p.vf_loss_coeff, grad_clip=p.grad_clip,
+                  num_epochs=p.num_epochs, clip_param=p.clip_param, use_kl_loss=p.use_kl_loss,
+                  kl_coeff=p.kl_coeff, kl_target=p.kl_target, entropy_coeff=entropy,
+                  vf_loss_coeff=p.vf_loss_coeff, vf_clip_param=p.vf_clip, grad_clip=p.grad_clip,
                   gamma=p.gamma, lambda_=p.lambda_)
         .rl_module(rl_module_spec=RLModuleSpec(module_class=SelectorRLModule, model_config=model_config))
         .debugging(seed=cfg.seed)

@@ -1,4 +1,28 @@
-"""PPO learner with a knowledge-distillation term toward the pretrained (teacher) selector."""
+"""PPO learner with knowledge distillation toward the pretrained (teacher) selector and the PPO
+stabilisers memsel exposes as config switches.
+
+The loss is PPO's clipped surrogate written out here (rather than ``super()``'s) because dual-clip
+and per-minibatch advantage normalisation change the surrogate itself:
+
+    loss = -surrogate + vf_loss_coeff * vf_loss - entropy_coeff * entropy
+           + kl_coeff * KL(old || new)            (adaptive KL penalty, RLlib's update of kl_coeff)
+           + distill_coeff(t) * KL(teacher || new) (distillation; constant, linear or adaptive weight)
+
+Switches (learner_config_dict, filled from memsel's PPOSettings by memsel.rl):
+- ``teacher_path``: a selector file; None = no distillation (PPO from scratch).
+- ``distill_coeff``, ``distill_schedule`` ('constant' | 'linear' | 'adaptive'), ``distill_final``,
+  ``distill_decay_steps``: the weight starts at distill_coeff; 'linear' reaches distill_final after
+  distill_decay_steps env steps; 'adaptive' (as QDagger) scales it by how far the student's return
+  is below the teacher's, ``max(0, 1 - student / teacher)``, so it fades once the student is better.
+- ``teacher_return``: the teacher's expected return (for 'adaptive').
+- ``dual_clip``: > 1 bounds the surrogate of negative advantages below by dual_clip * A (Ye et al.).
+- ``minibatch_advantage_norm``: re-standardise advantages per minibatch (RLlib's GAE connector
+  already standardises them per train batch; that one is always on).
+- ``target_kl``: > 0 stops the remaining minibatch updates of an iteration once the approximate
+  KL to the sampling policy exceeds it (a hard trust region, as CleanRL's target_kl).
+Logged per update: distill_kl, distill_coeff, approx_kl, clipfrac, update_stopped_early, plus
+RLlib's own policy_loss, vf_loss, entropy, mean_kl_loss, curr_kl_coeff, vf_explained_var.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +30,21 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from ray.rllib.algorithms.ppo.ppo import (
+    LEARNER_RESULTS_KL_KEY,
+    LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY,
+    LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY,
+)
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.learner.learner import Learner
+from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY, Learner
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+from ray.rllib.utils.torch_utils import explained_variance
 
+from memsel.config import DISTILL_SCHEDULES
 from memsel.network import Selector
 
 
@@ -24,40 +58,151 @@ def distillation_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor,
     return kl.sum(-1)
 
 
-class DistillPPOTorchLearner(PPOTorchLearner):
-    """PPO loss + ``distill_coeff`` * KL(teacher || student).
+def distill_weight(schedule: str, coeff: float, final: float, decay_steps: int, env_steps: float,
+                   student_return: float | None, teacher_return: float | None) -> float:
+    """The distillation coefficient at ``env_steps`` under ``schedule`` (see module docstring)."""
+    if schedule == "constant":
+        return coeff
+    if schedule == "linear":
+        frac = min(1.0, env_steps / decay_steps) if decay_steps > 0 else 1.0
+        return coeff + (final - coeff) * frac
+    if schedule == "adaptive":
+        if student_return is None or not teacher_return:
+            return coeff
+        return coeff * min(1.0, max(0.0, 1.0 - student_return / teacher_return))
+    raise ValueError(f"distill_schedule: expected one of {list(DISTILL_SCHEDULES)}, got {schedule!r}")
 
-    learner_config_dict: ``teacher_path`` (a selector file; none = no distillation) and
-    ``distill_coeff``. Logs ``distill_kl`` and ``distill_coeff`` every update.
-    """
+
+class DistillPPOTorchLearner(PPOTorchLearner):
+    """PPO (clipped surrogate, adaptive KL, value loss, entropy) + distillation + stabilisers."""
 
     @override(Learner)
     def build(self) -> None:
         super().build()
-        cfg = self.config.learner_config_dict or {}
-        self._distill_coeff = float(cfg.get("distill_coeff", 0.0))
+        cfg = dict(self.config.learner_config_dict or {})
+        self._opts = {
+            "distill_coeff": float(cfg.get("distill_coeff", 0.0)),
+            "distill_schedule": cfg.get("distill_schedule", "constant"),
+            "distill_final": float(cfg.get("distill_final", 0.0)),
+            "distill_decay_steps": int(cfg.get("distill_decay_steps", 0)),
+            "teacher_return": cfg.get("teacher_return"),
+            "dual_clip": float(cfg.get("dual_clip", 0.0)),
+            "minibatch_advantage_norm": bool(cfg.get("minibatch_advantage_norm", False)),
+            "target_kl": float(cfg.get("target_kl", 0.0)),
+        }
+        if self._opts["distill_schedule"] not in DISTILL_SCHEDULES:
+            raise ValueError(f"learner_config_dict['distill_schedule']: expected one of {list(DISTILL_SCHEDULES)}, "
+                             f"got {self._opts['distill_schedule']!r}")
         self._teacher: Selector | None = None
         if cfg.get("teacher_path"):
             self._teacher = Selector.load(cfg["teacher_path"]).to(self._device).eval()
             for p in self._teacher.parameters():
                 p.requires_grad_(False)
+        self._env_steps = 0.0
+        self._student_return: float | None = None  # EMA over updates, for the adaptive schedule
+        self._stopped = False
+
+    @override(Learner)
+    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().before_gradient_based_update(timesteps=timesteps)
+        self._env_steps = float(timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0) or 0)
+        self._stopped = False
+
+    @override(TorchLearner)
+    def apply_gradients(self, gradients_dict: Any) -> None:
+        # After an early stop even zero gradients would move the weights (Adam's momentum): skip.
+        if self._stopped:
+            return
+        super().apply_gradients(gradients_dict)
+
+    def _current_distill_coeff(self) -> float:
+        o = self._opts
+        return distill_weight(o["distill_schedule"], o["distill_coeff"], o["distill_final"],
+                              o["distill_decay_steps"], self._env_steps, self._student_return,
+                              o["teacher_return"])
+
+    def _track_student_return(self, batch: dict[str, Any]) -> None:
+        episodes = batch[Columns.TERMINATEDS].float().sum() if Columns.TERMINATEDS in batch else None
+        if episodes is None or float(episodes) < 1:
+            return
+        ret = float(batch[Columns.REWARDS].float().sum() / episodes)
+        prev = self._student_return
+        self._student_return = ret if prev is None else 0.9 * prev + 0.1 * ret
 
     @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
-        total = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch,
-                                                fwd_out=fwd_out)
-        if self._teacher is None:
-            return total
-        obs = batch[Columns.OBS]
-        with torch.no_grad():
-            teacher_logits = self._teacher(obs)
-        kl = distillation_kl(teacher_logits, fwd_out[Columns.ACTION_DIST_INPUTS], obs["mask"])
+        module = self.module[module_id].unwrapped()
+        o = self._opts
         if Columns.LOSS_MASK in batch:
             loss_mask = batch[Columns.LOSS_MASK]
-            mean_kl = kl[loss_mask].sum() / loss_mask.sum().clamp(min=1)
+            num_valid = loss_mask.sum().clamp(min=1)
+
+            def mean(x: torch.Tensor) -> torch.Tensor:
+                return x[loss_mask].sum() / num_valid
         else:
-            mean_kl = kl.mean()
-        self.metrics.log_value((module_id, "distill_kl"), mean_kl.item(), window=1)
-        self.metrics.log_value((module_id, "distill_coeff"), self._distill_coeff, window=1)
-        return total + self._distill_coeff * mean_kl
+            loss_mask = None
+            mean = torch.mean
+
+        dist_cls = module.get_train_action_dist_cls()
+        curr = dist_cls.from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+        prev = module.get_exploration_action_dist_cls().from_logits(batch[Columns.ACTION_DIST_INPUTS])
+        logp = curr.logp(batch[Columns.ACTIONS])
+        log_ratio = logp - batch[Columns.ACTION_LOGP]
+        ratio = torch.exp(log_ratio)
+
+        adv = batch[Postprocessing.ADVANTAGES]
+        if o["minibatch_advantage_norm"]:
+            valid_adv = adv[loss_mask] if loss_mask is not None else adv
+            adv = (adv - valid_adv.mean()) / valid_adv.std().clamp(min=1e-4)
+        surrogate = torch.min(adv * ratio, adv * torch.clamp(ratio, 1 - config.clip_param, 1 + config.clip_param))
+        if o["dual_clip"] > 1.0:
+            # For A < 0 the clipped objective is unbounded below as the ratio grows; bound it.
+            surrogate = torch.where(adv < 0, torch.max(surrogate, o["dual_clip"] * adv), surrogate)
+
+        if config.use_kl_loss:
+            mean_kl = mean(prev.kl(curr))
+        else:
+            mean_kl = torch.tensor(0.0, device=ratio.device)
+        entropy = curr.entropy()
+        mean_entropy = mean(entropy)
+
+        values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
+        vf_loss = torch.pow(values - batch[Postprocessing.VALUE_TARGETS], 2.0)
+        vf_loss_clipped = torch.clamp(vf_loss, 0, config.vf_clip_param)
+
+        entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
+        total = mean(-surrogate + config.vf_loss_coeff * vf_loss_clipped - entropy_coeff * entropy)
+        if config.use_kl_loss:
+            total = total + self.curr_kl_coeffs_per_module[module_id] * mean_kl
+
+        with torch.no_grad():
+            approx_kl = mean((ratio - 1) - log_ratio)  # CleanRL's low-variance estimator
+            clipfrac = mean(((ratio - 1.0).abs() > config.clip_param).float())
+        stats = {
+            POLICY_LOSS_KEY: -mean(surrogate), VF_LOSS_KEY: mean(vf_loss_clipped),
+            LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: mean(vf_loss),
+            LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(batch[Postprocessing.VALUE_TARGETS], values),
+            ENTROPY_KEY: mean_entropy, LEARNER_RESULTS_KL_KEY: mean_kl,
+            "approx_kl": approx_kl, "clipfrac": clipfrac,
+        }
+
+        if self._teacher is not None:
+            self._track_student_return(batch)
+            obs = batch[Columns.OBS]
+            with torch.no_grad():
+                teacher_logits = self._teacher(obs)
+            kl = distillation_kl(teacher_logits, fwd_out[Columns.ACTION_DIST_INPUTS], obs["mask"])
+            mean_distill = mean(kl)
+            coeff = self._current_distill_coeff()
+            total = total + coeff * mean_distill
+            stats.update({"distill_kl": mean_distill, "distill_coeff": coeff})
+            if self._student_return is not None:
+                stats["student_return_ema"] = self._student_return
+
+        if o["target_kl"] > 0 and not self._stopped and float(approx_kl) > o["target_kl"]:
+            # This minibatch already moved the policy too far: skip it and the rest of the update.
+            self._stopped = True
+        stats["update_stopped_early"] = float(self._stopped)
+        self.metrics.log_dict({k: float(v) for k, v in stats.items()}, key=module_id, window=1)
+        return total

@@ -111,6 +111,20 @@ def export_selector_from_checkpoint(checkpoint_dir: str | Path, dest: Path) -> P
     return module.selector.save(dest)
 
 
+def expected_return(selector_path: Path, data_npz: str) -> float:
+    """Mean reward per episode of a policy that samples from the selector's softmax (one selection)."""
+    import torch
+
+    from memsel.data.encode import EncodedSamples
+    from memsel.network import Selector
+
+    data = EncodedSamples.load(data_npz)
+    with torch.no_grad():
+        probs = torch.softmax(Selector.load(selector_path)({k: torch.from_numpy(v) for k, v in data.tensors().items()}),
+                              dim=-1).numpy()
+    return float((probs * data.support).sum(1).mean())
+
+
 def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None, sweep: bool) -> PPOOutcome:
     """Run PPO through Tune (one trial, or a sweep) and export the best trial's selector."""
     stage = "tune" if sweep else "ppo"
@@ -119,7 +133,8 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
     # Samplers stand in for the searched fields; the PPOConfig builder passes them through and
     # Tune resolves them per trial.
     ppo = dataclasses.replace(cfg.ppo, **space)
-    ppo_config = build_ppo_config(dataclasses.replace(cfg, ppo=ppo), train_npz, spec, pretrained)
+    teacher_return = expected_return(pretrained, train_npz) if pretrained and cfg.ppo.use_pretrained else None
+    ppo_config = build_ppo_config(dataclasses.replace(cfg, ppo=ppo), train_npz, spec, pretrained, teacher_return)
     metric = cfg.tune.metric
     tune_config = tune.TuneConfig(
         metric=metric, mode="max", num_samples=cfg.tune.num_samples if sweep else 1,
@@ -160,7 +175,8 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
 
 def _lookup(trial_config: dict, ppo_field: str) -> Any:
     """Where a ppo field sits in the RLlib config dict of a trial."""
-    if ppo_field == "distill_coeff":
-        return trial_config.get("learner_config_dict", {}).get("distill_coeff")
+    learner_cfg = trial_config.get("learner_config_dict", {})
+    if ppo_field in learner_cfg:
+        return learner_cfg[ppo_field]
     key = {"train_batch_size": "train_batch_size_per_learner", "lambda_": "lambda"}.get(ppo_field, ppo_field)
     return trial_config.get(key, trial_config.get(ppo_field))
