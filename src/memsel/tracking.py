@@ -60,12 +60,37 @@ def lightning_logger(cfg: Config, stage: str = "pretrain"):
     return logger
 
 
+_TRACKED_TOP = ("env_runners", "learners", "num_env_steps_sampled_lifetime", "training_iteration",
+                 "time_this_iter_s", "time_total_s", "perf")
+_NOISE = ("timer", "connector", "throughput", "weights_seq_no", "num_agent_steps", "num_module_steps",
+          "num_trainable_parameters", "num_non_trainable_parameters")
+
+
+def tracked_metrics(result: dict) -> dict[str, float]:
+    """The numeric result keys worth a metric: returns, losses, KLs, coefficients, steps, time.
+
+    RLlib reports ~300 numeric keys per iteration (the config, connector timers, throughputs);
+    logging all of them to MLflow's SQLite store costs about a second per iteration, more than a
+    PPO iteration here. They all stay in Tune's result.json next to the checkpoints.
+    """
+    from ray.tune.utils import flatten_dict
+
+    flat = flatten_dict({k: v for k, v in result.items() if k in _TRACKED_TOP}, delimiter="/")
+    return {k: float(v) for k, v in flat.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not any(n in k for n in _NOISE)}
+
+
 def tune_callback(cfg: Config, stage: str):
     """Tune's MLflow callback: one MLflow run per trial, every numeric result key every iteration."""
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     class MemselMLflowLoggerCallback(MLflowLoggerCallback):
-        """Adds memsel's own config to each trial's run, next to the RLlib config Tune logs."""
+        """Adds memsel's own config to each trial's run, next to the RLlib config Tune logs, and
+        logs the learning metrics of each result (see :func:`tracked_metrics`)."""
+
+        def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+            self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=tracked_metrics(result),
+                                         step=result["training_iteration"])
 
         def log_trial_start(self, trial: Any) -> None:
             new = trial not in self._trial_runs
