@@ -21,6 +21,15 @@ def babi_en() -> Path:
 
 
 @pytest.fixture(scope="session")
+def babi_en10k() -> Path:
+    """../shared/babi/tasks_1-20_v1-2/en-10k (10,000 training questions per task), or skip."""
+    folder = BABI / "en-10k"
+    if not folder.is_dir():
+        pytest.skip(f"real bAbI data not found at {folder} (set MEMSEL_BABI to its tasks_1-20_v1-2 folder)")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole test session (ray.init costs ~5 s)."""
     import ray

@@ -178,3 +178,86 @@ def test_unknown_command_exits_2(tmp_path):
     out = memsel("frobnicate", cwd=tmp_path)
     assert out.returncode == 2
     assert "invalid choice" in out.stderr
+
+
+# --------------------------------------------------------------------------- data: tasks 2 and 3, comparison
+
+
+@pytest.mark.parametrize("task", [2, 3])
+def test_data_generate_task(tmp_path, capsys, task):
+    assert run(["data", "generate", "--task", str(task), "--out", str(tmp_path), "--set", "data.train_stories=5",
+                "--set", "data.test_stories=3", "--set", "data.distractor_density=0.1"]) == 0
+    capsys.readouterr()
+    train = parse_babi(tmp_path / f"qa{task}_generated_train.txt")
+    assert len(train) == 25 and {len(s.supporting) for s in train} == {task}
+    assert len(parse_babi(tmp_path / f"qa{task}_generated_test.txt")) == 15
+
+
+def test_data_inspect_compare_generated(babi_en, capsys):
+    path = babi_en / "qa2_two-supporting-facts_train.txt"
+    assert run(["data", "inspect", "--compare-generated", str(path), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)[str(path)]
+    g = r["generated"]
+    assert g["task"] == 2 and g["stories"] == r["stories"] == 200 and g["questions"] == r["questions"]
+    assert g["supporting_per_question"]["mean"] == r["supporting_per_question"]["mean"] == 2.0
+    assert run(["data", "inspect", "--compare-generated", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("qa2_two-supporting-facts_train.txt") and "generated: task 2" in lines[2]
+    for line in lines[1:]:
+        assert "oldest fact age" in lines[0] and "(max" in line
+
+
+# --------------------------------------------------------------------------- bad input through the CLI
+
+
+def _main(capsys, *argv: str) -> tuple[int, str]:
+    """Run memsel's entry point in this process; returns (exit code, stderr)."""
+    from memsel.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    return info.value.code, capsys.readouterr().err
+
+
+BAD_FILES = {
+    "missing_tab": ("1 Mary went home.\n2 Where is Mary? home 1\n", 2),
+    "one_tab": ("1 Mary went home.\n2 Where is Mary? \thome\n", 2),
+    "non_numeric_id": ("1 Mary went home.\nx2 Where is Mary? \thome\t1\n", 2),
+    "support_names_a_question": ("1 Mary went home.\n2 Where is Mary? \thome\t1\n3 Where is Mary? \thome\t2\n", 3),
+    "support_outside_story": ("1 Mary went home.\n2 Where is Mary? \thome\t9\n", 2),
+    "support_in_previous_story": ("1 Mary went home.\n2 Where is Mary? \thome\t1\n1 John left.\n"
+                                  "2 Where is John? \tout\t3\n", 4),
+    "empty_file": ("", None),
+    "not_utf8": (b"1 Mary went home.\n2 Where is Mary? \t\xe9t\xe9\t1\n", 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+@pytest.mark.parametrize("command", ["inspect", "evaluate"])
+def test_bad_data_exits_non_zero_naming_file_and_line(tmp_path, capsys, case, command):
+    content, line = BAD_FILES[case]
+    bad = tmp_path / f"{case}_train.txt"
+    (bad.write_bytes if isinstance(content, bytes) else bad.write_text)(content)
+    (tmp_path / f"{case}_test.txt").write_text("1 Mary went home.\n2 Where is Mary? \thome\t1\n")
+    argv = (["data", "inspect", str(bad)] if command == "inspect" else
+            ["evaluate", "--data", str(bad), "--run-dir", str(tmp_path / "run")])
+    code, err = _main(capsys, *argv)
+    assert code == 2
+    assert err.startswith("memsel: error: ") and err.count("\n") == 1  # one line, no traceback
+    assert (f"{bad}:{line}:" if line else f"{bad}: no questions") in err
+
+
+@pytest.mark.parametrize("sets, field", [
+    (["env.budget_strategy=truncate"], "env.memory_budget"),  # K = 0 with a budget strategy
+    (["env.budget_strategy=sample", "env.memory_budget=-4"], "env.memory_budget"),
+    (["env.budget_strategy=oldest"], "env.budget_strategy"),
+    (["env.reward_mode=exact"], "env.reward_mode"),
+])
+def test_bad_env_config_is_refused_before_anything_runs(tmp_path, capsys, sets, field):
+    run_dir = tmp_path / "run"
+    argv = ["pretrain", "--run-dir", str(run_dir)]
+    for s in sets:
+        argv += ["--set", s]
+    code, err = _main(capsys, *argv)
+    assert code == 2 and f"field '{field}'" in err and "expected" in err
+    assert not run_dir.exists()

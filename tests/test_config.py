@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from memsel.config import (Config, ConfigError, DataConfig, PPOSettings, PretrainConfig, SelectorConfig,
-                           TuneSettings, from_dict, load_config, parse_set)
+from memsel.config import (Config, ConfigError, DataConfig, EnvConfig, PPOSettings, PretrainConfig,
+                           SelectorConfig, TuneSettings, from_dict, load_config, parse_set)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -232,7 +232,7 @@ def test_flat_keys():
     assert flat["data.path"] is None
     assert isinstance(flat["tune.search_space"], str)  # logged as JSON, not expanded
     assert not any(k.startswith("tune.search_space.") for k in flat)
-    sections = (DataConfig, SelectorConfig, PretrainConfig, PPOSettings, TuneSettings)
+    sections = (DataConfig, EnvConfig, SelectorConfig, PretrainConfig, PPOSettings, TuneSettings)
     assert len(flat) == sum(len(dataclasses.fields(c)) for c in sections) + 6  # six top-level scalars
 
 
@@ -242,3 +242,42 @@ def test_quickstart_yaml_loads():
     assert cfg.data.train_stories == 200
     assert cfg.ppo.iterations == 20
     assert cfg.tune.search_space["lr"] == {"loguniform": [1e-5, 1e-3]}
+
+
+# --------------------------------------------------------------------------- env and generator sections
+
+
+def test_env_defaults_keep_the_single_hop_all_memories_environment():
+    env = Config().env
+    assert (env.memory_budget, env.budget_strategy, env.reward_mode, env.hops, env.reward_timing) == \
+        (0, "all", "supporting", 1, "per_hop")
+
+
+@pytest.mark.parametrize("sets, field, allowed", [
+    (["env.budget_strategy=truncate", "env.memory_budget=0"], "env.memory_budget", ">= 1"),
+    (["env.budget_strategy=sample", "env.memory_budget=-3"], "env.memory_budget", ">= 1"),
+    (["env.memory_budget=-1"], "env.memory_budget", "0 with budget_strategy 'all'"),
+    (["env.memory_budget=16"], "env.memory_budget", "'truncate' or 'sample'"),  # a K that 'all' would ignore
+    (["env.budget_strategy=newest"], "env.budget_strategy", "['all', 'truncate', 'sample']"),
+    (["env.reward_mode=bleu"], "env.reward_mode", "['supporting', 'answer']"),
+    (["env.reward_timing=sometimes"], "env.reward_timing", "['per_hop', 'final']"),
+    (["env.sample_weighting=zipf"], "env.sample_weighting", "['uniform', 'recency']"),
+    (["env.hops=-1"], "env.hops", ">= 0"),
+    (["env.reader=oracle"], "env.reader", "package.module:factory"),
+    (["data.task=4"], "data.task", "[1, 2, 3]"),  # only tasks 1-3 can be generated
+    (["data.distractor_density=1.0"], "data.distractor_density", "[0, 1)"),
+    (["data.num_objects=0"], "data.num_objects", ">= 1"),
+])
+def test_env_and_generator_values_are_refused_naming_field_and_allowed_values(sets, field, allowed):
+    with pytest.raises(ConfigError) as info:
+        load_config(sets=sets)
+    msg = str(info.value)
+    assert f"field '{field}'" in msg
+    assert allowed in msg
+
+
+def test_real_data_may_name_any_task_and_budgets_validate():
+    cfg = load_config(sets=["data.path=/some/folder", "data.task=20", "env.budget_strategy=sample",
+                            "env.memory_budget=64", "env.sample_weighting=recency", "env.hops=0",
+                            "env.reward_timing=final", "env.reward_mode=answer", "env.reader=my.pkg:make_reader"])
+    assert cfg.data.task == 20 and cfg.env.memory_budget == 64 and cfg.env.reader == "my.pkg:make_reader"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from memsel.config import Config, DataConfig
-from memsel.data.babi import Sample, parse_babi
+from memsel.data.babi import Sample, parse_babi, tokenize
 from memsel.data.encode import (DataSpec, EncodedSamples, Vocab, encode, load_spec, save_spec,
                                 spec_for)
 from memsel.data.prepare import generated_files, prepare_data, split_by_story
@@ -38,10 +38,34 @@ def test_vocab_reserves_pad_and_unk(samples):
     vocab = Vocab.build(samples)
     assert vocab.tokens[:2] == ["<pad>", "<unk>"]
     assert vocab.index["<pad>"] == 0 and vocab.index["<unk>"] == 1
-    assert vocab.tokens[2:] == sorted(vocab.tokens[2:])
+    # ids in order of first appearance (memories, then query, then answer), not alphabetical
+    assert vocab.tokens[2:11] == ["mary", "went", "to", "the", "kitchen", "john", "garden", "moved", "office"]
+    assert vocab.tokens[11:13] == ["where", "is"]
     assert len(vocab) == len(set(vocab.tokens))
     # answers are in the vocabulary too
     assert "garden" in vocab.index and "place5" in vocab.index
+
+
+def _renamed(samples, mapping):
+    """The samples with every word renamed through ``mapping`` (lower-cased tokens)."""
+    def rename(text):
+        return " ".join(mapping[t] for t in tokenize(text))
+    return [Sample(tuple(rename(m) for m in s.memories), rename(s.query), rename(s.answer), s.supporting, s.story,
+                   s.source) for s in samples]
+
+
+def test_renamed_words_encode_to_identical_arrays(samples):
+    """No id depends on a word itself: a bijective renaming of the words changes no array."""
+    words = sorted({t for s in samples for x in (*s.memories, s.query, s.answer) for t in tokenize(x)})
+    shuffled = list(reversed(words))  # "zzz" names sort the other way round
+    mapping = {w: f"w{shuffled.index(w):03d}x" for w in words}
+    renamed = _renamed(samples, mapping)
+    a_vocab, b_vocab = Vocab.build(samples), Vocab.build(renamed)
+    assert [mapping.get(t, t) for t in a_vocab.tokens] == b_vocab.tokens
+    spec = DataSpec(len(a_vocab), 4, 7)
+    a, b = encode(samples, a_vocab, spec), encode(renamed, b_vocab, spec)
+    for name in ("memories", "mask", "query", "ages", "support", "answer", "n_support"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
 def test_vocab_unknown_word_is_one(samples):
@@ -124,6 +148,7 @@ def test_encode_truncation_keeps_the_most_recent_and_counts_dropped(samples):
     # supporting fact 0 fell out (counted), fact 4 is now in slot 2
     assert np.flatnonzero(enc.support[2]).tolist() == [2]
     assert enc.dropped_support == 1
+    assert enc.n_support.tolist() == [1, 1, 2]  # facts per question, kept or not
     # a smaller memory budget drops more
     enc2 = encode(samples, vocab, DataSpec(len(vocab), 1, 7))
     # kept: only the last memory; sample 0 loses {1}, sample 2 loses {0, 4}
@@ -165,7 +190,27 @@ def test_encoded_samples_save_load_roundtrip(samples, tmp_path):
         assert a.dtype == b.dtype, name
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert loaded.dropped_support == enc.dropped_support == 1
+    np.testing.assert_array_equal(loaded.n_support, enc.n_support)
     assert set(loaded.tensors()) == {"memories", "mask", "query", "ages"}
+
+
+def test_split_files_without_n_support_still_load(samples, tmp_path):
+    """Files written before n_support existed: it defaults to the facts the slots show."""
+    vocab = Vocab.build(samples)
+    enc = encode(samples, vocab, DataSpec(len(vocab), 8, 7))
+    arrays = {k: getattr(enc, k) for k in ("memories", "mask", "query", "ages", "support", "answer")}
+    np.savez(tmp_path / "old.npz", dropped_support=np.int64(0), **arrays)
+    loaded = EncodedSamples.load(tmp_path / "old.npz")
+    assert loaded.n_support.tolist() == [1, 1, 2]
+
+
+def test_take_selects_rows_and_recounts_dropped_facts(samples):
+    vocab = Vocab.build(samples)
+    enc = encode(samples, vocab, DataSpec(len(vocab), 4, 7))  # sample 2 loses one fact
+    assert enc.take(np.array([0, 1])).dropped_support == 0
+    part = enc.take(np.array([2]))
+    assert part.dropped_support == 1 and len(part) == 1
+    np.testing.assert_array_equal(part.memories[0], enc.memories[2])
 
 
 # --------------------------------------------------------------------------- prepare_data

@@ -99,3 +99,20 @@ def test_plot_results_writes_a_png(tmp_path, curve):
     assert path == tmp_path / "out" / "results.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["results.png"]  # no temporary file left
+
+
+def test_evaluate_reports_support_outside_the_memory_budget():
+    from memsel.data.budget import Budget, apply_budget
+
+    data = _hand_built()
+    full = evaluate(data, {})
+    assert full["random"]["support_outside_budget"] == 0 and full["random"]["questions_without_support"] == 0
+    assert "outside the memory budget" not in format_table(full)
+    seen = apply_budget(data, Budget(1, "truncate"))  # only the newest memory of each question
+    results = evaluate(seen, {})
+    # row 0 keeps its fact; row 1 loses both; row 2 keeps its fact; row 3 loses its fact
+    for method in ("random", "most_recent"):
+        assert results[method]["support_outside_budget"] == 3
+        assert results[method]["questions_without_support"] == 2
+    assert results["most_recent"]["selection_accuracy"] == pytest.approx(2 / 4)  # misses are counted
+    assert "3 supporting facts lie outside the memory budget; 2 questions have none inside" in format_table(results)

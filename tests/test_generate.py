@@ -1,11 +1,16 @@
-"""The seeded task-1 generator (memsel.data.generate), read back through the real parser."""
+"""The seeded generators of tasks 1, 2 and 3 (memsel.data.generate), read back through the real parser."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from memsel.data.babi import parse_babi, tokenize
-from memsel.data.generate import ACTORS, PLACES, generate_task1_lines, write_task1
+from memsel.data.generate import (ACTORS, BYSTANDERS, OBJECTS, PLACES, RECENT_WINDOW, generate_lines,
+                                  generate_task1_lines, write_task, write_task1)
+from memsel.data.inspection import file_stats
 
 
 def _statements(lines: list[str]) -> list[str]:
@@ -104,3 +109,167 @@ def test_knobs_are_honoured(num_actors, num_places):
 def test_more_actors_or_places_than_known_is_refused(knobs):
     with pytest.raises(ValueError, match="knows"):
         generate_task1_lines(1, seed=0, **knobs)
+
+
+# --------------------------------------------------------------------------- tasks 2 and 3
+
+MOVES = ("moved to", "went to", "journeyed to", "travelled to", "went back to")
+GETS = ("got", "grabbed", "took", "picked up")
+DROPS = ("dropped", "left", "discarded", "put down")
+
+
+def _replay(lines: list[str]):
+    """An independent reading of generated task-2/3 lines: yields, per question, the world as the
+    statements so far describe it: (question, answer, support ids, world) with world = dict of
+    where (person -> (place, move id)), holder (object -> person or None), event (object -> id),
+    gets (object -> id of its last get), trail (object -> [(place, move id)] since its last get)."""
+    for line in lines:
+        line_id, text = line.split(" ", 1)
+        line_id = int(line_id)
+        if line_id == 1:
+            where, holder, event, gets, trail, at = {}, {}, {}, {}, {}, {}
+        if "\t" in text:
+            q, answer, ids = text.split("\t")
+            yield q.strip(), answer, [int(i) for i in ids.split()], dict(where=where, holder=holder, event=event,
+                                                                         gets=gets, trail=trail, at=at)
+            continue
+        words = text.rstrip(".").split()
+        who, rest = words[0], " ".join(words[1:])
+        if any(rest.startswith(v + " the ") for v in MOVES):
+            place = words[-1]
+            where[who] = (place, line_id)
+            for o, h in holder.items():
+                if h == who:
+                    at[o] = place
+                    trail[o].append((place, line_id))
+            continue
+        obj = rest.replace(" there", "").split(" the ")[1]
+        verb = rest.split(" the ")[0]
+        event[obj] = line_id
+        if verb in GETS:
+            assert who in where, f"{line}: a get before its person has been anywhere"
+            assert holder.get(obj) is None and at.get(obj, where[who][0]) == where[who][0], line
+            holder[obj], gets[obj], at[obj] = who, line_id, where[who][0]
+            trail[obj] = [where[who]]
+        else:
+            assert verb in DROPS and holder.get(obj) == who, line
+            holder[obj] = None
+
+
+def test_task2_answers_and_supporting_facts_follow_the_story():
+    lines = generate_lines(2, 60, seed=1)
+    checked = 0
+    for q, answer, ids, w in _replay(lines):
+        obj = q.split("the ")[1].rstrip("?").strip()
+        assert q == f"Where is the {obj}?"
+        assert answer == w["at"][obj]  # where the object is now
+        assert len(ids) == 2 and ids[0] == w["event"][obj]  # the last get/drop of it, written first
+        carrier_moves = [m for p, m in w["trail"][obj] if p == answer]
+        assert ids[1] == carrier_moves[-1]  # the move that put it (or its carrier) there
+        checked += 1
+    assert checked == 60 * 5
+
+
+def test_task3_answers_and_supporting_facts_follow_the_story():
+    lines = generate_lines(3, 40, seed=2)
+    checked = 0
+    for q, answer, ids, w in _replay(lines):
+        obj, place = q.split("the ")[1].split(" before")[0], q.split("before the ")[1].rstrip("?").strip()
+        trail = w["trail"][obj]
+        assert len(ids) == 3 and ids[0] == w["event"][obj]
+        # both moves are the carrier's, after its last get: into the place before P, then into P
+        k = max(j for j, (p, _) in enumerate(trail) if p == place)  # its latest arrival in P
+        assert k >= 2 and ids[1] == trail[k][1] and ids[2] == trail[k - 1][1]
+        assert answer == trail[k - 1][0] != place
+        assert all(m > w["gets"][obj] for m in ids[1:])
+        checked += 1
+    assert checked == 40 * 5
+
+
+@pytest.mark.parametrize("task", [2, 3])
+def test_tasks_2_and_3_parse_with_their_number_of_supporting_facts(tmp_path, task):
+    path = write_task(tmp_path / f"qa{task}_g_train.txt", task, 30, seed=4)
+    samples = parse_babi(path)
+    assert len(samples) == 30 * 5
+    assert {len(s.supporting) for s in samples} == {task}
+    for s in samples:
+        # the newest supporting fact is recent, as in every real question of these tasks
+        assert len(s.memories) - 1 - max(s.supporting) < RECENT_WINDOW, s.source
+        assert s.answer in tokenize(" ".join(s.memories[i] for i in s.supporting)), s.source
+    # ids are written object event first, so not always ascending (as in the real files)
+    raw = [line.split("\t")[2] for line in path.read_text().splitlines() if "\t" in line]
+    assert any([int(x) for x in ids.split()] != sorted(int(x) for x in ids.split()) for ids in raw)
+
+
+@pytest.mark.parametrize("task", [1, 2, 3])
+def test_every_task_is_deterministic_in_the_seed(task):
+    assert generate_lines(task, 8, seed=5) == generate_lines(task, 8, seed=5)
+    assert generate_lines(task, 8, seed=5) != generate_lines(task, 8, seed=6)
+
+
+def test_num_objects_and_story_length_knobs():
+    lines = generate_lines(2, 40, seed=0, num_objects=1)
+    objects = {w for line in lines for w in tokenize(line) if w in OBJECTS}
+    assert objects == {OBJECTS[0]}
+    short = file_stats(parse_babi_lines(generate_lines(2, 40, seed=0)))
+    long = file_stats(parse_babi_lines(generate_lines(2, 40, seed=0, statements_per_question=6)))
+    assert long["statements_per_story"]["median"] > 2 * short["statements_per_story"]["median"]
+
+
+def parse_babi_lines(lines: list[str]):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.txt"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return parse_babi(path)
+
+
+@pytest.mark.parametrize("task", [1, 2, 3])
+def test_distractor_density_adds_bystanders_who_are_never_asked_about(task):
+    plain = generate_lines(task, 40, seed=3)
+    noisy = generate_lines(task, 40, seed=3, distractor_density=0.4)
+    bystanders = {a.lower() for a in ACTORS[4:4 + BYSTANDERS]}
+    assert not any(set(tokenize(line)) & bystanders for line in plain)  # density 0: none at all
+    statements = [line.split(" ", 1)[1] for line in noisy if "\t" not in line]
+    by_bystanders = [t for t in statements if tokenize(t)[0] in bystanders]
+    assert 0.3 < len(by_bystanders) / len(statements) < 0.5
+    samples = parse_babi_lines(noisy)
+    assert len(samples) == 40 * 5
+    for s in samples:
+        assert not set(tokenize(s.query)) & bystanders
+        assert not any(tokenize(s.memories[i])[0] in bystanders for i in s.supporting)
+
+
+@pytest.mark.parametrize("task, knobs, match", [
+    (4, {}, "tasks"),
+    (2, {"num_objects": 0}, "objects"),
+    (3, {"num_objects": len(OBJECTS) + 1}, "objects"),
+    (1, {"num_actors": len(ACTORS) - 1, "distractor_density": 0.2}, "bystanders"),
+    (2, {"distractor_density": 1.0}, "distractor_density"),
+])
+def test_bad_generator_knobs_are_refused(task, knobs, match):
+    with pytest.raises(ValueError, match=match):
+        generate_lines(task, 1, seed=0, **knobs)
+
+
+@pytest.mark.parametrize("task, name", [(1, "qa1_single-supporting-fact_train.txt"),
+                                        (2, "qa2_two-supporting-facts_train.txt"),
+                                        (3, "qa3_three-supporting-facts_train.txt")])
+def test_generated_statistics_are_close_to_the_real_task(babi_en, task, name):
+    real = file_stats(parse_babi(babi_en / name))
+    gen = file_stats(parse_babi_lines(generate_lines(task, real["stories"], seed=0)))
+    assert gen["questions"] == real["questions"]
+    assert gen["supporting_per_question"] == real["supporting_per_question"]
+    assert gen["vocabulary"] == real["vocabulary"]
+    for key in ("median", "max"):
+        ratio = gen["statements_per_story"][key] / real["statements_per_story"][key]
+        assert 0.6 < ratio < 1.7, (key, gen["statements_per_story"], real["statements_per_story"])
+    ratio = gen["memories_per_question"]["mean"] / real["memories_per_question"]["mean"]
+    assert 0.7 < ratio < 1.4, (gen["memories_per_question"], real["memories_per_question"])
+
+
+def test_task1_defaults_draw_the_same_stories_as_before_the_new_knobs():
+    """The quickstart's data (train split: seed 1) must not move when knobs are added."""
+    import hashlib
+
+    text = "\n".join(generate_lines(1, 200, seed=1)).encode()
+    assert hashlib.sha256(text).hexdigest() == "759c66ddd56592710aecd8e5cbde0031184b6df7dcf3b2181835daaf7a0505f5"

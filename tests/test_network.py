@@ -53,7 +53,7 @@ def _row(obs: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- masking and padding
 
 
-@pytest.mark.parametrize("kw", [{}, {"position_encoding": False}, {"recency": False}])
+@pytest.mark.parametrize("kw", [{}, {"encoder": "bow"}, {"recency": False}])
 def test_appending_padded_slots_does_not_change_real_logits(kw):
     net = make_net(**kw)
     obs = make_obs([3, 5], n=5)
@@ -72,7 +72,7 @@ def test_appending_padded_slots_does_not_change_real_logits(kw):
         assert (out[i, k:] == MIN).all()
 
 
-@pytest.mark.parametrize("kw", [{}, {"position_encoding": False}, {"recency": False}])
+@pytest.mark.parametrize("kw", [{}, {"encoder": "bow"}, {"recency": False}])
 def test_garbage_in_padded_slots_does_not_change_real_logits(kw):
     net = make_net(**kw)
     obs = make_obs([2, 6, 8])
@@ -164,7 +164,8 @@ def test_gradients_reach_every_parameter():
     loss = F.cross_entropy(net(obs), target)
     loss.backward()
     names = [n for n, _ in net.named_parameters()]
-    assert {"encoder.embed.weight", "age_embed.weight", "score_hidden.weight", "score_out.weight"} <= set(names)
+    assert {"encoder.embed.weight", "age_embed.weight", "family.heads.0.hidden.weight",
+            "family.heads.0.out.weight"} <= set(names)
     for name, p in net.named_parameters():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
@@ -255,7 +256,7 @@ def test_missing_key_is_refused(net, key):
 
 
 def test_save_load_roundtrip(tmp_path):
-    net = make_net(seed=5, embed_dim=16, hidden_dim=8, position_encoding=False)
+    net = make_net(seed=5, embed_dim=16, hidden_dim=8, encoder="bow")
     path = net.save(tmp_path / "deep" / "selector.pt")
     assert path == tmp_path / "deep" / "selector.pt" and path.is_file()
     assert not (tmp_path / "deep" / "selector.pt.tmp").exists()

@@ -126,3 +126,39 @@ def test_first_ppo_iteration_samples_with_pretrained_weights(pretrained, ray_ses
     # Student == teacher at the start: the distillation KL of the first update is tiny.
     assert learner["distill_kl"] < 0.05
     assert np.isfinite(learner["mean_kl_loss"])
+
+
+# --------------------------------------------------------------------------- env settings reach RLlib
+
+
+def test_env_settings_travel_in_env_config(pretrained):
+    from memsel.rl import build_ppo_config
+
+    cfg, data, path = pretrained
+    cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, hops=0, reward_timing="final",
+                                                           reward_mode="answer"))
+    env_config = build_ppo_config(cfg, data.files["train_npz"], data.spec, path).env_config
+    assert env_config["hops"] == 0 and env_config["reward_timing"] == "final" and env_config["reward_mode"] == "answer"
+    assert env_config["data_path"] == data.files["train_npz"] and env_config["seed"] == cfg.seed
+    env = MemorySelectionEnv(env_config)  # what every env runner builds from it
+    assert env.reward_mode == "answer" and env.hops == 0
+
+
+@pytest.mark.slow
+def test_ppo_samples_multi_hop_episodes_on_generated_task_2(tmp_path, ray_session):
+    """PPO end to end on a multi-hop env: two selections per episode, the 'selected' key in the batch."""
+    from memsel.rl import build_ppo_config
+
+    cfg = load_config(None, [f"run_dir={tmp_path}", "data.task=2", "data.train_stories=30", "data.test_stories=5",
+                             "env.hops=0", "ppo.use_pretrained=false", "ppo.train_batch_size=200",
+                             "ppo.minibatch_size=100", "ppo.num_epochs=1"])
+    data = prepare_data(cfg)
+    algo = build_ppo_config(cfg, data.files["train_npz"], data.spec, None).build_algo()
+    try:
+        result = algo.train()
+    finally:
+        algo.stop()
+    runners = result["env_runners"]
+    assert runners["episode_len_mean"] == pytest.approx(2.0)  # task 2: two hops per question
+    assert 0.0 <= runners["episode_return_mean"] <= 1.0
+    assert np.isfinite(result["learners"]["default_policy"]["policy_loss"])

@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import statistics
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -22,12 +21,17 @@ from memsel.config import Config, ConfigError, load_config
 log = logging.getLogger("memsel")
 
 EPILOG = """examples:
+  memsel data download --dest ../shared/babi
+  memsel data generate --task 2 --out data/gen --set data.distractor_density=0.2
+  memsel data inspect --compare-generated ../shared/babi/tasks_1-20_v1-2/en/qa2_two-supporting-facts_train.txt
   memsel pipeline --config configs/quickstart.yaml
   memsel pipeline --data ../shared/babi/tasks_1-20_v1-2/en --task 1 --seed 1 --json
   memsel pretrain --run-dir runs/exp1 --set pretrain.max_epochs=30
   memsel train --run-dir runs/exp1 --set ppo.distill_coeff=1.0
   memsel tune --run-dir runs/exp1 --ray-address auto
   memsel evaluate --run-dir runs/exp1 --json
+  memsel select --checkpoint runs/exp1/ppo/selector.pt --query "Where is Mary?" --memories-file story.txt
+  memsel bench selector --quick
 """
 
 
@@ -57,14 +61,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = sub.add_parser("data", help="generate or inspect bAbI-format data")
+    data = sub.add_parser("data", help="download, generate or inspect bAbI-format data")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    gen = dsub.add_parser("generate", help="write seeded task-1 train/test files in the bAbI format")
-    gen.add_argument("--out", required=True, metavar="DIR", help="folder for qa1_generated_{train,test}.txt")
+    down = dsub.add_parser("download", help="fetch the official bAbI archive, verify its SHA-256, unpack it",
+                           description="Download tasks_1-20_v1-2.tar.gz from Facebook's public file server, "
+                                       "check its SHA-256 and unpack it into DIR/tasks_1-20_v1-2 (nothing is "
+                                       "left behind when a step fails). bAbI: Weston et al. 2015, CC BY 3.0.")
+    down.add_argument("--dest", default="babi", metavar="DIR", help="where tasks_1-20_v1-2/ goes (default: ./babi)")
+    down.add_argument("--url", default=None, metavar="URL", help="another address of the same archive")
+    down.add_argument("--sha256", default=None, metavar="HEX", help="expected SHA-256 (default: the published one)")
+    down.add_argument("--force", action="store_true", help="download again and replace an existing copy")
+    gen = dsub.add_parser("generate", help="write seeded train/test files of task 1, 2 or 3 in the bAbI format")
+    gen.add_argument("--out", required=True, metavar="DIR", help="folder for qaN_generated_{train,test}.txt")
+    gen.add_argument("--task", type=int, choices=(1, 2, 3),
+                     help="1, 2 or 3 supporting facts (default from config: data.task = 1)")
     _common(gen, data=False)
     ins = dsub.add_parser("inspect", help="statistics of bAbI files: stories, questions, memories, vocabulary")
     ins.add_argument("paths", nargs="+", metavar="PATH", help="bAbI files or folders of them")
     ins.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ins.add_argument("--compare-generated", action="store_true",
+                     help="next to every task 1-3 file, the same statistics of as many generated stories")
+    ins.add_argument("--seed", type=int, default=0, help="seed of the generated stories (default 0)")
+
+    bench = sub.add_parser("bench", help="benchmarks (ratios measured side by side in one run)")
+    bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="NAME")
+    from memsel.benchmarks import BENCHMARKS
+
+    import importlib
+
+    for bname, btext in BENCHMARKS.items():
+        bp = bsub.add_parser(bname, help=btext, description=btext)
+        bp.set_defaults(bench_module=bname)
+        bp.add_argument("--json", action="store_true", help="print the records as JSON on stdout")
+        # Benchmark modules keep heavy imports (torch, ray) inside run(), so --help stays fast.
+        importlib.import_module(f"memsel.benchmarks.{bname}").add_arguments(bp)
+
+    sel = sub.add_parser("select", help="rank raw-text memories for a question with a trained selector file",
+                         description="Rank memories (oldest first) for a query with a selector file "
+                                     "(runs/<name>/{pretrain,ppo,tune}/selector.pt); prints each memory's "
+                                     "selection probability, most probable first.")
+    sel.add_argument("--checkpoint", required=True, metavar="PATH", help="a selector file (selector.pt)")
+    sel.add_argument("--query", required=True, help='the question, e.g. "Where is Mary?"')
+    sel.add_argument("--memory", dest="memories", action="append", default=[], metavar="TEXT",
+                     help="one memory (repeatable, oldest first; after those of --memories-file)")
+    sel.add_argument("--memories-file", metavar="FILE", help="memories one per line, oldest first ('-': stdin)")
+    sel.add_argument("--ages", metavar="A,B,...", help="age of every memory (default: last memory 0, the one "
+                                                        "before it 1, ...)")
+    sel.add_argument("--selected", metavar="I,J,...", help="indices of memories chosen at earlier hops")
+    sel.add_argument("--vocab", metavar="FILE", help="the run's data/vocab.json, for files saved without one")
+    sel.add_argument("--top", type=int, default=0, metavar="K", help="print only the K most probable (default all)")
+    sel.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     for name, text in (
         ("pretrain", "supervised pretraining with Lightning (temporal prior + supporting-fact labels)"),
@@ -109,39 +155,50 @@ def stdout_to_stderr(active: bool) -> Iterator[None]:
         os.close(saved)
 
 
-def _inspect(paths: list[str], as_json: bool) -> int:
-    from memsel.data.babi import parse_babi, tokenize
+def _inspect(args: argparse.Namespace) -> int:
+    from memsel.data.inspection import format_report, inspect_files
 
-    files: list[Path] = []
-    for p in map(Path, paths):
-        files.extend(sorted(p.glob("*.txt")) if p.is_dir() else [p])
-    report = {}
-    for f in files:
-        samples = parse_babi(f)
-        per_story: dict[int, int] = {}
-        for s in samples:
-            per_story[s.story] = max(per_story.get(s.story, 0), len(s.memories))
-        lengths = sorted(per_story.values())
-        vocab = {t for s in samples for x in (*s.memories, s.query, s.answer) for t in tokenize(x)}
-        report[str(f)] = {
-            "stories": len(per_story), "questions": len(samples),
-            "statements_per_story": {"min": lengths[0], "median": statistics.median(lengths), "max": lengths[-1]},
-            "supporting_per_question": {"min": min(len(s.supporting) for s in samples),
-                                        "mean": statistics.fmean(len(s.supporting) for s in samples),
-                                        "max": max(len(s.supporting) for s in samples)},
-            "memories_per_question": {"mean": statistics.fmean(len(s.memories) for s in samples),
-                                      "max": max(len(s.memories) for s in samples)},
-            "vocabulary": len(vocab),
-        }
-    if as_json:
-        print(json.dumps(report, indent=2))
+    report = inspect_files(args.paths, compare_generated=args.compare_generated, seed=args.seed)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _select(args: argparse.Namespace) -> int:
+    from memsel.inference import SelectorPredictor
+
+    memories: list[str] = []
+    if args.memories_file:
+        text = sys.stdin.read() if args.memories_file == "-" else Path(args.memories_file).read_text(encoding="utf-8")
+        memories = [line.strip() for line in text.splitlines() if line.strip()]
+    memories += args.memories
+    if not memories:
+        raise ValueError("select: no memories; give --memory TEXT (repeatable) or --memories-file FILE")
+    try:
+        ages = [int(a) for a in args.ages.split(",")] if args.ages else None
+        selected = [int(i) for i in args.selected.split(",")] if args.selected else []
+    except ValueError:
+        raise ValueError(f"select: --ages and --selected take comma-separated integers, got "
+                         f"{args.ages or args.selected!r}") from None
+    ranked = SelectorPredictor.load(args.checkpoint, vocab=args.vocab).rank(memories, args.query, ages, selected)
+    if args.top > 0:
+        ranked = ranked[:args.top]
+    if args.json:
+        print(json.dumps({"query": args.query, "checkpoint": str(args.checkpoint),
+                          "ranking": [r._asdict() for r in ranked]}))
         return 0
-    head = f"{'file':<44} {'stories':>7} {'questions':>9} {'stmts/story min/med/max':>23} {'support/q':>9} {'vocab':>6}"
-    print(head)
-    for f, r in report.items():
-        s, q = r["statements_per_story"], r["supporting_per_question"]
-        print(f"{Path(f).name[:44]:<44} {r['stories']:>7} {r['questions']:>9} "
-              f"{s['min']:>7}/{s['median']:g}/{s['max']:<7} {q['mean']:>9.2f} {r['vocabulary']:>6}")
+    print(f"query: {args.query}")
+    print(f"{'rank':>4}  {'prob':>6}  {'#':>4}  memory")
+    for i, r in enumerate(ranked, 1):
+        print(f"{i:>4}  {r.probability:6.3f}  {r.index:>4}  {r.text}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from memsel.data.download import ARCHIVE_SHA256, ARCHIVE_URL, download_babi
+
+    target = download_babi(args.dest, url=args.url or ARCHIVE_URL, sha256=args.sha256 or ARCHIVE_SHA256,
+                           force=args.force)
+    print(f"bAbI tasks in {target}\nuse them with: memsel pipeline --data {target / 'en'} --task N")
     return 0
 
 
@@ -168,7 +225,20 @@ def run(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
     if args.command == "data" and args.data_command == "inspect":
-        return _inspect(args.paths, args.json)
+        return _inspect(args)
+    if args.command == "data" and args.data_command == "download":
+        return _download(args)
+    if args.command == "select":
+        return _select(args)
+    if args.command == "bench":
+        import importlib
+
+        with stdout_to_stderr(args.json):
+            module = importlib.import_module(f"memsel.benchmarks.{args.bench_module}")
+            records = module.run(args)  # prints its own table; returns the records for --json
+        if args.json:
+            print(json.dumps(records))
+        return 0
 
     cfg = _config(args)
     if args.command == "data":  # generate
@@ -207,7 +277,10 @@ def run(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> None:
     try:
         code = run(argv)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
+    except BrokenPipeError:  # e.g. `memsel data inspect ... | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        code = 1
+    except (ConfigError, OSError, ValueError) as e:
         if "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv):
             raise
         print(f"memsel: error: {e}", file=sys.stderr)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from memsel.data.budget import support_outside
 from memsel.data.encode import EncodedSamples
 from memsel.network import Selector
 
@@ -54,10 +55,19 @@ def _summary(hits: np.ndarray) -> dict[str, float]:
 
 
 def evaluate(data: EncodedSamples, selectors: dict[str, Path]) -> dict[str, dict[str, float]]:
-    """Baselines plus every selector file in ``selectors`` (method name -> path), in METHOD_ORDER."""
+    """Baselines plus every selector file in ``selectors`` (method name -> path), in METHOD_ORDER.
+
+    ``data`` is the test split as the selectors see it (through the memory budget, see
+    memsel.data.budget). Every method's entry also carries ``support_outside_budget`` (supporting
+    facts not among the slots) and ``questions_without_support`` (questions left with none, which
+    count as misses), the same for every method: what the budget hides is reported, not dropped.
+    """
     results = baseline_scores(data)
     for name, path in selectors.items():
         results[name] = selector_scores(Selector.load(path), data)
+    outside = {k: float(v) for k, v in support_outside(data).items()}
+    for metrics in results.values():
+        metrics.update(outside)
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return dict(sorted(results.items(), key=lambda kv: order.get(kv[0], len(order))))
 
@@ -68,6 +78,10 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     lines = [f"{'method':<{width}}  selection accuracy  questions", f"{'-' * width}  ------------------  ---------"]
     for m, v in results.items():
         lines.append(f"{METHOD_LABELS.get(m, m):<{width}}  {v['selection_accuracy'] * 100:17.1f}%  {int(v['questions']):9d}")
+    first = next(iter(results.values()), {})
+    if first.get("support_outside_budget", 0) > 0:
+        lines.append(f"{int(first['support_outside_budget'])} supporting facts lie outside the memory budget; "
+                     f"{int(first.get('questions_without_support', 0))} questions have none inside (counted as misses)")
     return "\n".join(lines)
 
 

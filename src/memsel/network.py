@@ -1,13 +1,22 @@
 """The selector network: masked attention scores over a variable-length list of memories.
 
 Pure PyTorch: no Lightning, Ray or MLflow here. One class serves supervised pretraining
-(memsel.pretrain), the RLlib module (memsel.rllib_models) and inference.
+(memsel.pretrain), the RLlib module (memsel.rllib_models) and inference (memsel.inference).
 
 Input is a dict of tensors, the same fields as the RL environment's observation:
     memories (B, N, L) token ids, 0 = pad      mask  (B, N) True/1 where a slot holds a memory
     query    (B, L)    token ids               ages  (B, N) 0 = most recent memory
+    selected (B, N)    optional: 1 where a memory was chosen at an earlier step of a multi-hop
+                       episode; the query becomes u = q + sum of the selected memories'
+                       embeddings, as MemN2N's u_{k+1} = u_k + o_k. Without it nothing changes.
 Output: logits (B, N); padded slots get the dtype's finite minimum, so padding never changes a
 real memory's logit and a row with every slot masked stays finite (uniform softmax, no NaN).
+
+The network is two stages with public methods, so that memory embeddings of a growing list can
+be computed once and cached: ``encode_memories`` / ``encode_query`` (tokens -> embeddings, one
+memory at a time) and ``score`` (embeddings + query + ages + mask -> logits). The family
+(``selector.kind``, see memsel.families) does the scoring; ``selector.hops`` runs it H times,
+adding what each hop read to the query (End-To-End Memory Networks).
 """
 
 from __future__ import annotations
@@ -22,8 +31,12 @@ import torch.nn.functional as F
 
 from memsel.config import SelectorConfig
 from memsel.data.encode import DataSpec
+from memsel.families import FAMILIES
+from memsel.layers import Ages, residual_stack
 
 OBS_KEYS = ("memories", "mask", "query", "ages")
+OPTIONAL_OBS_KEYS = ("selected",)
+FILE_FORMAT = "memsel.selector/1"
 
 
 def masked_fill_min(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -31,8 +44,8 @@ def masked_fill_min(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
 
 
-class SentenceEncoder(nn.Module):
-    """Bag of words, optionally weighted by position as in End-To-End Memory Networks (PE)."""
+class BagOfWordsEncoder(nn.Module):
+    """Sum of word embeddings, optionally weighted by position as in End-To-End Memory Networks (PE)."""
 
     def __init__(self, vocab_size: int, dim: int, position_encoding: bool):
         super().__init__()
@@ -55,26 +68,61 @@ class SentenceEncoder(nn.Module):
         return (x * present.unsqueeze(-1)).sum(-2)  # (..., d)
 
 
+class LearnedPositionEncoder(nn.Module):
+    """Sum of word embeddings times a learned weight per position and channel (starts as a bag of words)."""
+
+    def __init__(self, vocab_size: int, dim: int, max_len: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.position = nn.Parameter(torch.ones(max_len, dim))  # (L_max, d)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # tokens (..., L) -> (..., d); words past the longest trained position share its weight
+        x = self.embed(tokens)  # (..., L, d)
+        slots = torch.arange(tokens.shape[-1], device=tokens.device).clamp(max=self.position.shape[0] - 1)
+        present = (tokens > 0).to(x.dtype).unsqueeze(-1)  # (..., L, 1)
+        return (x * self.position[slots] * present).sum(-2)  # (..., d)
+
+
+def sentence_encoder(config: SelectorConfig, spec: DataSpec) -> nn.Module:
+    """The sentence encoder ``config.encoder`` names, shared by memories and query."""
+    if config.encoder == "learned":
+        return LearnedPositionEncoder(spec.vocab_size, config.embed_dim, spec.max_sentence_len)
+    return BagOfWordsEncoder(spec.vocab_size, config.embed_dim, position_encoding=config.encoder == "pe")
+
+
 class Selector(nn.Module):
-    """Scores every memory against the query; ``kind='ff'`` is one feed-forward attention layer."""
+    """Scores every memory against the query; the family ``config.kind`` does the scoring.
+
+    Attributes: ``config``, ``spec``, and ``vocab`` (the token list of the run, or None): saved
+    with the weights, so that :class:`memsel.inference.SelectorPredictor` can read raw text.
+    """
 
     def __init__(self, config: SelectorConfig, spec: DataSpec):
         super().__init__()
         config.validate()
         self.config, self.spec = config, spec
-        d, h = config.embed_dim, config.hidden_dim
-        self.encoder = SentenceEncoder(spec.vocab_size, d, config.position_encoding)
+        self.vocab: list[str] | None = None
+        d = config.embed_dim
+        self.encoder = sentence_encoder(config, spec)
+        # Memories and query go through the same blocks, so their embeddings stay comparable.
+        self.refine = (residual_stack(d, config.hidden_dim, config.num_residual_blocks, config.dropout)
+                       if config.residual else None)
         # Age embedding: the network can learn any recency profile, e.g. "most recent matching".
         self.age_embed = nn.Embedding(spec.max_memories, d) if config.recency else None
-        # Additive attention over [m * q, m, age]: the product term carries query-memory match.
-        self.score_hidden = nn.Linear(3 * d, h)
-        self.score_out = nn.Linear(h, 1)
+        self.family = FAMILIES[config.kind](config)
 
     @property
     def feature_dim(self) -> int:
-        """Size of the features that :meth:`forward` returns for a value head."""
+        """Size of the features that :meth:`forward` returns for a value head: [read, query]."""
         return 2 * self.config.embed_dim
 
+    @property
+    def equivariant(self) -> bool:
+        """Whether reordering memories (with their ages and mask) reorders the logits alike (see memsel.families)."""
+        return self.family.equivariant()
+
+    # ------------------------------------------------------------------ input checks
     def _check(self, obs: dict[str, torch.Tensor]) -> None:
         missing = [k for k in OBS_KEYS if k not in obs]
         if missing:
@@ -86,43 +134,103 @@ class Selector(nn.Module):
                 + ", ".join(f"{k} {tuple(obs[k].shape)}" for k in OBS_KEYS))
         if m.shape[0] != q.shape[0] or m.shape[2] != q.shape[1]:
             raise ValueError(f"memories {tuple(m.shape)} and query {tuple(q.shape)} disagree on B or L")
-        if m.shape[1] > self.spec.max_memories and self.age_embed is not None:
-            raise ValueError(f"{m.shape[1]} memory slots, but this network was built for "
-                             f"{self.spec.max_memories}")
+        self._check_slots(m.shape[1])
+        self._check_optional(obs.get("selected"), m.shape[:2])
         for k in ("memories", "query", "ages"):
-            if obs[k].is_floating_point() and not torch.equal(obs[k], obs[k].round()):
-                raise TypeError(f"selector input '{k}' must hold integer ids, got {obs[k].dtype} with fractions")
+            _check_ids(k, obs[k])
         for k in ("memories", "query"):
             if obs[k].numel() and (obs[k].min() < 0 or obs[k].max() >= self.spec.vocab_size):
                 raise ValueError(f"selector input '{k}' holds token ids outside 0..{self.spec.vocab_size - 1} "
                                  f"(min {int(obs[k].min())}, max {int(obs[k].max())}): another vocabulary?")
 
-    def forward(self, obs: dict[str, torch.Tensor], return_features: bool = False) -> Any:
-        """Masked logits (B, N); with ``return_features`` also (B, 2d) features for a value head."""
-        self._check(obs)
-        memories, query = obs["memories"].long(), obs["query"].long()
-        mask = obs["mask"] > 0  # int8 from RLlib, bool from the data: both become bool
-        m = self.encoder(memories)  # (B, N, d)
-        q = self.encoder(query)  # (B, d)
+    def _check_slots(self, n: int) -> None:
+        if n > self.spec.max_memories and self.age_embed is not None:
+            raise ValueError(f"{n} memory slots, but this network was built for "
+                             f"{self.spec.max_memories}")
+
+    @staticmethod
+    def _check_optional(selected: torch.Tensor | None, shape: torch.Size) -> None:
+        if selected is not None and selected.shape != shape:
+            raise ValueError(f"selector input 'selected' must be (B, N) = {tuple(shape)} like the mask; "
+                             f"got {tuple(selected.shape)}")
+
+    def _check_embeddings(self, memories: torch.Tensor, query: torch.Tensor, ages: torch.Tensor,
+                          mask: torch.Tensor, selected: torch.Tensor | None) -> None:
+        d = self.config.embed_dim
+        dtype = self.encoder.embed.weight.dtype
+        for name, t in (("memory embeddings", memories), ("query embedding", query)):
+            if t.dtype != dtype:
+                raise TypeError(f"{name} must be {dtype} like the network's weights, got {t.dtype}")
+        if memories.dim() != 3 or memories.shape[-1] != d or query.shape != (memories.shape[0], d):
+            raise ValueError(f"score() expects memory embeddings (B, N, {d}) and a query embedding (B, {d}); "
+                             f"got {tuple(memories.shape)} and {tuple(query.shape)}")
+        for name, t in (("ages", ages), ("mask", mask)):
+            if t.shape != memories.shape[:2]:
+                raise ValueError(f"score() expects {name} (B, N) = {tuple(memories.shape[:2])}, got {tuple(t.shape)}")
+        self._check_slots(memories.shape[1])
+        self._check_optional(selected, memories.shape[:2])
+        _check_ids("ages", ages)
+
+    # ------------------------------------------------------------------ the two stages
+    def _refined(self, x: torch.Tensor) -> torch.Tensor:
+        return self.refine(x) if self.refine is not None else x
+
+    def encode_memories(self, memories: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, N, L) -> memory embeddings (B, N, d); each memory on its own (cacheable)."""
+        return self._refined(self.encoder(memories.long()))
+
+    def encode_query(self, query: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) -> query embedding (B, d)."""
+        return self._refined(self.encoder(query.long()))
+
+    def score(self, memories: torch.Tensor, query: torch.Tensor, ages: torch.Tensor, mask: torch.Tensor,
+              selected: torch.Tensor | None = None, return_features: bool = False) -> Any:
+        """Masked logits (B, N) from embeddings: ``memories`` (B, N, d) from :meth:`encode_memories`,
+        ``query`` (B, d) from :meth:`encode_query`, ``ages`` (B, N), ``mask`` (B, N), optional
+        ``selected`` (B, N). With ``return_features`` also (B, feature_dim) features."""
+        self._check_embeddings(memories, query, ages, mask, selected)
+        return self._score(memories, query, ages, mask, selected, return_features)
+
+    def _score(self, x: torch.Tensor, u: torch.Tensor, ages: torch.Tensor, mask: torch.Tensor,
+               selected: torch.Tensor | None, return_features: bool) -> Any:
+        mask = mask > 0  # int8 from RLlib, bool from the data: both become bool
+        age = None
         if self.age_embed is not None:
-            ages = obs["ages"].long().clamp(0, self.spec.max_memories - 1)
-            t = self.age_embed(ages)  # (B, N, d)
-        else:
-            t = torch.zeros_like(m)
-        feats = torch.cat([m * q.unsqueeze(1), m, t], dim=-1)  # (B, N, 3d)
-        logits = self.score_out(torch.tanh(self.score_hidden(feats))).squeeze(-1)  # (B, N)
-        logits = masked_fill_min(logits, mask)
+            age = Ages(ages.long().clamp(0, self.spec.max_memories - 1), self.age_embed)
+        if selected is not None:  # MemN2N: u_{k+1} = u_k + o_k, o = what earlier steps chose
+            chosen = ((selected > 0) & mask).to(x.dtype)  # (B, N); padding never counts
+            u = u + torch.einsum("bn,bnd->bd", chosen, x)  # (B, d)
+        if x.shape[0] == 0 or x.shape[1] == 0:  # no rows or no slots: nothing to score or read
+            logits = x.new_zeros(x.shape[:2])
+            return (logits, torch.cat([torch.zeros_like(u), u], dim=-1)) if return_features else logits
+        context = self.family.contextualise(x, age, mask)  # (B, N, d)
+        hops = self.config.hops
+        for hop in range(hops):
+            logits = masked_fill_min(self.family.score(hop, context, u, age, mask), mask)  # (B, N)
+            if hop + 1 < hops or return_features:
+                probs = F.softmax(logits, dim=-1) * mask  # (B, N); zero on padding
+                read = torch.einsum("bn,bnd->bd", probs, x)  # (B, d) what this hop reads
+                if hop + 1 < hops:
+                    u = u + read
         if not return_features:
             return logits
-        probs = F.softmax(logits, dim=-1) * mask  # (B, N); zero on padding
-        read = torch.einsum("bn,bnd->bd", probs, m)  # (B, d) what the attention reads
-        return logits, torch.cat([read, q], dim=-1)
+        return logits, torch.cat([read, u], dim=-1)
+
+    def forward(self, obs: dict[str, torch.Tensor], return_features: bool = False) -> Any:
+        """Masked logits (B, N); with ``return_features`` also (B, feature_dim) features for a value head."""
+        self._check(obs)
+        m = self.encode_memories(obs["memories"])  # (B, N, d)
+        q = self.encode_query(obs["query"])  # (B, d)
+        return self._score(m, q, obs["ages"], obs["mask"], obs.get("selected"), return_features)
 
     # ------------------------------------------------------------------ saving and loading
     def export(self) -> dict:
-        """A self-describing checkpoint: bare state dict plus what is needed to rebuild the net."""
-        return {"format": "memsel.selector/1", "selector_config": asdict(self.config),
-                "spec": asdict(self.spec), "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+        """A self-describing checkpoint: bare state dict, what is needed to rebuild the net, the vocabulary."""
+        blob = {"format": FILE_FORMAT, "selector_config": asdict(self.config), "spec": asdict(self.spec),
+                "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+        if self.vocab is not None:
+            blob["vocab"] = list(self.vocab)
+        return blob
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`export` atomically: a crash never leaves a half-written file under ``path``."""
@@ -135,17 +243,44 @@ class Selector(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "Selector":
+        """Rebuild a network from a file written by :meth:`save` (older files of the same format too)."""
         blob = read_selector_file(path)
         net = cls(SelectorConfig(**blob["selector_config"]), DataSpec(**blob["spec"]))
         try:
             net.load_state_dict(blob["state_dict"])
         except RuntimeError as e:
             raise ValueError(f"{path}: weights do not fit the network it describes: {e}") from None
+        net.vocab = blob.get("vocab")
         return net
 
 
+def _check_ids(name: str, t: torch.Tensor) -> None:
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"selector input '{name}' must hold integer ids, got {t.dtype}")
+    if t.is_floating_point() and not torch.equal(t, t.round()):
+        raise TypeError(f"selector input '{name}' must hold integer ids, got {t.dtype} with fractions")
+
+
+def _upgrade(blob: dict) -> dict:
+    """Bring a file of format memsel.selector/1 written by an older memsel to the current layout.
+
+    The first files held only the ``ff`` network with its scoring layer at the top level
+    (``score_hidden``, ``score_out``) and ``position_encoding`` instead of ``encoder``.
+    """
+    config = asdict(SelectorConfig.from_saved(blob["selector_config"]))
+    state = dict(blob["state_dict"])
+    if "score_hidden.weight" in state:
+        head = "family.heads.0."
+        for old in ("score_hidden.weight", "score_hidden.bias", "score_out.weight", "score_out.bias"):
+            layer, param = old.split(".")
+            state[head + ("hidden." if layer == "score_hidden" else "out.") + param] = state.pop(old)
+        if not config["recency"]:  # the old layer kept an always-zero age block
+            state[head + "hidden.weight"] = state[head + "hidden.weight"][:, :2 * config["embed_dim"]]
+    return {**blob, "selector_config": config, "state_dict": state}
+
+
 def read_selector_file(path: str | Path) -> dict:
-    """Load a file written by :meth:`Selector.save`, refusing anything else with a clear message."""
+    """Load a file written by :meth:`Selector.save` (in the current layout), refusing anything else clearly."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no selector file (run `memsel pretrain` first, or check the path)")
@@ -153,9 +288,15 @@ def read_selector_file(path: str | Path) -> dict:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors come in many types; all mean "not our file"
         raise ValueError(f"{path}: not a memsel selector file (expected format 'memsel.selector/1'): {e}") from None
-    if not isinstance(blob, dict) or blob.get("format") != "memsel.selector/1":
-        raise ValueError(f"{path}: not a memsel selector file (expected format 'memsel.selector/1')")
-    return blob
+    if not isinstance(blob, dict) or blob.get("format") != FILE_FORMAT:
+        raise ValueError(f"{path}: not a memsel selector file (expected format '{FILE_FORMAT}')")
+    vocab = blob.get("vocab")
+    if vocab is not None and len(vocab) != blob["spec"]["vocab_size"]:
+        raise ValueError(f"{path}: its vocabulary has {len(vocab)} tokens, its network {blob['spec']['vocab_size']}")
+    try:
+        return _upgrade(blob)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: a memsel selector file with an unreadable configuration: {e}") from None
 
 
 def recency_prior(ages: torch.Tensor, mask: torch.Tensor, decay: float) -> torch.Tensor:

@@ -18,7 +18,11 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from memsel.config import Config
+from memsel.data.budget import Budget, apply_budget, support_outside
+from memsel.data.encode import EncodedSamples
 from memsel.data.prepare import PreparedData, prepare_data
 
 log = logging.getLogger(__name__)
@@ -45,11 +49,31 @@ def init_ray(cfg: Config) -> None:
         ray.init(include_dashboard=False, logging_level=logging.WARNING)
 
 
+_SPLIT_STREAMS = {"train": 1, "val": 2, "test": 3}
+
+
+def budgeted(cfg: Config, data: EncodedSamples, split: str) -> EncodedSamples:
+    """A split seen through ``cfg.env``'s memory budget, as the environment shows it.
+
+    'sample' draws one fixed, seeded set of K memories per question here (the environment draws
+    anew every episode); the supporting facts left outside are logged.
+    """
+    budget = Budget.from_config(cfg.env)
+    if budget.strategy == "all":
+        return data
+    out = apply_budget(data, budget, np.random.default_rng([cfg.seed, _SPLIT_STREAMS[split]]))
+    counts = support_outside(out)
+    log.info("%s: memory budget %s: %d supporting facts outside it, %d of %d questions with none inside",
+             split, budget.describe(), counts["support_outside_budget"], counts["questions_without_support"], len(out))
+    return out
+
+
 def stage_pretrain(cfg: Config, data: PreparedData) -> Path:
     from memsel.pretrain import pretrain
     from memsel.tracking import lightning_logger
 
-    return pretrain(cfg, data.train, data.val, data.spec, logger=lightning_logger(cfg, "pretrain"))
+    return pretrain(cfg, budgeted(cfg, data.train, "train"), budgeted(cfg, data.val, "val"), data.spec,
+                    logger=lightning_logger(cfg, "pretrain"))
 
 
 def pretrained_path(cfg: Config) -> Path | None:
@@ -78,7 +102,7 @@ def stage_evaluate(cfg: Config, data: PreparedData, curve: list[dict] | None = N
     run = cfg.run_path
     found = {name: run / folder / "selector.pt"
              for name, folder in (("pretrained", "pretrain"), ("ppo", "ppo"), ("ppo_tuned", "tune"))}
-    results = evaluate(data.test, {k: p for k, p in found.items() if p.is_file()})
+    results = evaluate(budgeted(cfg, data.test, "test"), {k: p for k, p in found.items() if p.is_file()})
     if curve is None:
         outcome = run / "ppo" / "outcome.json"
         curve = json.loads(outcome.read_text(encoding="utf-8"))["curve"] if outcome.is_file() else []

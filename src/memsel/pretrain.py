@@ -2,7 +2,8 @@
 
 The target is a soft distribution over memories: the temporal prior exp(-lambda * age) (the
 seed's recency bias) mixed with the supporting facts where labels exist. The bare network's
-state dict is exported to ``<run_dir>/pretrain/selector.pt``, the file PPO starts from.
+state dict is exported to ``<run_dir>/pretrain/selector.pt`` (with the run's vocabulary), the
+file PPO starts from.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from memsel.config import Config, PretrainConfig, SelectorConfig
 from memsel.data.encode import DataSpec, EncodedSamples
+from memsel.inference import vocabulary_of_run
 from memsel.network import Selector, recency_prior
 
 log = logging.getLogger(__name__)
@@ -152,6 +154,7 @@ def pretrain(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: Data
                 train_dataloaders=None if has_val else dm.train_dataloader())
     best = checkpoint.best_model_path or checkpoint.last_model_path
     net = selector_from_lightning_checkpoint(best)
+    net.vocab = vocabulary_of_run(cfg.run_path)  # lets `memsel select` read raw text with this file
     path = net.save(out / "selector.pt")
     log.info("pretrain: best checkpoint %s (%s = %.4f) exported to %s", best, checkpoint.monitor,
              float(checkpoint.best_model_score or float("nan")), path)

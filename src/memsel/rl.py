@@ -10,7 +10,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from memsel.config import Config
 from memsel.data.encode import DataSpec
-from memsel.env import MemorySelectionEnv
+from memsel.env import MemorySelectionEnv, make_env_config
 from memsel.rllib_models import DistillPPOTorchLearner, SelectorRLModule
 
 
@@ -30,8 +30,8 @@ def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_pat
         else [[0, p.entropy_coeff], [p.entropy_decay_steps, p.entropy_coeff_final]]
     return (
         PPOConfig()
-        .environment(MemorySelectionEnv, env_config={"data_path": str(train_npz), "seed": cfg.seed,
-                                                     "vocab_size": spec.vocab_size})
+        .environment(MemorySelectionEnv, env_config=make_env_config(cfg.env, data_path=str(train_npz), seed=cfg.seed,
+                                                                    vocab_size=spec.vocab_size))
         .framework("torch")
         .env_runners(num_env_runners=p.num_env_runners, num_envs_per_env_runner=p.num_envs_per_env_runner,
                      num_cpus_per_env_runner=1)

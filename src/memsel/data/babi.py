@@ -87,6 +87,9 @@ def parse_babi(path: str | Path) -> list[Sample]:
         if "\t" not in rest:
             if not rest.strip():
                 raise BabiFormatError(path, lineno, "empty statement")
+            if "?" in rest:  # no statement of the real tasks has one: a question that lost its tabs
+                raise BabiFormatError(path, lineno, "a question needs 'question<TAB>answer<TAB>supporting ids', "
+                                      f"found no tab in {line[:60]!r}")
             stmt_index[line_id] = len(statements)
             statements.append(rest.strip())
             continue

@@ -3,6 +3,10 @@
 Memories sit in slots oldest first, padding after them; ``ages`` counts back from the most recent
 memory (age 0). When a story has more memories than slots, the most recent ones are kept and the
 supporting facts that fall outside are counted, not hidden.
+
+Token ids follow the order in which words first appear in the training data, never the words
+themselves: a copy of a task with every word renamed (a bijection) encodes to the same arrays,
+so it trains exactly as the original does.
 """
 
 from __future__ import annotations
@@ -38,11 +42,16 @@ class Vocab:
 
     @classmethod
     def build(cls, samples: list[Sample]) -> "Vocab":
-        words: set[str] = set()
+        """Ids by first appearance in ``samples`` (memories, then query, then answer), not alphabetical."""
+        words: dict[str, None] = {}  # an insertion-ordered set
+        previous: tuple[str, ...] = ()
         for s in samples:
-            for text in (*s.memories, s.query, s.answer):
-                words.update(tokenize(text))
-        return cls([PAD, UNK, *sorted(words)])
+            # Questions of a story share their memories' prefix: read each memory once.
+            seen = len(previous) if s.memories[:len(previous)] == previous else 0
+            for text in (*s.memories[seen:], s.query, s.answer):
+                words.update(dict.fromkeys(tokenize(text)))
+            previous = s.memories
+        return cls([PAD, UNK, *(w for w in words if w not in (PAD, UNK))])
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -72,6 +81,12 @@ class EncodedSamples:
     answer: np.ndarray  # (S,) int64 answer token id (first token)
     dropped_support: int = 0
     """Supporting facts that fell outside the memory slots (too old)."""
+    n_support: np.ndarray | None = None  # (S,) int64 supporting facts per question, in the slots or not
+    """How many supporting facts each question has (None: as many as ``support`` shows, for old files)."""
+
+    def __post_init__(self) -> None:
+        if self.n_support is None:
+            self.n_support = self.support.sum(1).astype(np.int64)
 
     def __len__(self) -> int:
         return int(self.mask.shape[0])
@@ -83,14 +98,21 @@ class EncodedSamples:
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, memories=self.memories, mask=self.mask, query=self.query, ages=self.ages,
-                 support=self.support, answer=self.answer, dropped_support=np.int64(self.dropped_support))
+                 support=self.support, answer=self.answer, dropped_support=np.int64(self.dropped_support),
+                 n_support=self.n_support)
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "EncodedSamples":
         with np.load(path) as z:
             return cls(z["memories"], z["mask"], z["query"], z["ages"], z["support"], z["answer"],
-                       int(z["dropped_support"]))
+                       int(z["dropped_support"]), z["n_support"] if "n_support" in z.files else None)
+
+    def take(self, rows: np.ndarray | slice) -> "EncodedSamples":
+        """The samples at ``rows`` (the count of dropped facts is recomputed for them)."""
+        support, n_support = self.support[rows], self.n_support[rows]
+        return EncodedSamples(self.memories[rows], self.mask[rows], self.query[rows], self.ages[rows], support,
+                              self.answer[rows], int((n_support - support.sum(1)).sum()), n_support)
 
 
 def spec_for(samples: list[Sample], max_memories: int = 0, max_sentence_len: int = 0,
@@ -111,6 +133,7 @@ def encode(samples: list[Sample], vocab: Vocab, spec: DataSpec) -> EncodedSample
     ages = np.zeros((s_count, n), dtype=np.int64)
     support = np.zeros((s_count, n), dtype=bool)
     answer = np.zeros((s_count,), dtype=np.int64)
+    n_support = np.array([len(s.supporting) for s in samples], dtype=np.int64)
     dropped = 0
     for i, s in enumerate(samples):
         first = max(0, len(s.memories) - n)  # keep the n most recent memories
@@ -130,7 +153,7 @@ def encode(samples: list[Sample], vocab: Vocab, spec: DataSpec) -> EncodedSample
         query[i, : len(q)] = q
         a = vocab.encode(s.answer)
         answer[i] = a[0] if a else 1
-    return EncodedSamples(memories, mask, query, ages, support, answer, dropped)
+    return EncodedSamples(memories, mask, query, ages, support, answer, dropped, n_support)
 
 
 def save_spec(spec: DataSpec, path: Path) -> None:

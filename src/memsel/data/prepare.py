@@ -17,7 +17,7 @@ from pathlib import Path
 from memsel.config import Config
 from memsel.data.babi import Sample, find_task_files, parse_babi
 from memsel.data.encode import DataSpec, EncodedSamples, Vocab, encode, load_spec, save_spec, spec_for
-from memsel.data.generate import write_task1
+from memsel.data.generate import write_task
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,15 @@ class PreparedData:
 
 
 def generated_files(cfg: Config, folder: Path) -> tuple[Path, Path]:
-    """Generate task-1 train/test files into ``folder`` (deterministic in the seed), once."""
+    """Generate train/test files of task ``data.task`` (1, 2 or 3) into ``folder``, deterministic in the seed."""
     d = cfg.data
     knobs = dict(questions_per_story=d.questions_per_story, statements_per_question=d.statements_per_question,
-                 num_actors=d.num_actors, num_places=d.num_places)
-    train, test = folder / "qa1_generated_train.txt", folder / "qa1_generated_test.txt"
+                 num_actors=d.num_actors, num_places=d.num_places, num_objects=d.num_objects,
+                 distractor_density=d.distractor_density)
+    train, test = folder / f"qa{d.task}_generated_train.txt", folder / f"qa{d.task}_generated_test.txt"
     # The test split gets its own seed stream so that it never repeats the train stories' draws.
-    write_task1(train, d.train_stories, seed=cfg.seed * 2 + 1, **knobs)
-    write_task1(test, d.test_stories, seed=cfg.seed * 2 + 2, **knobs)
+    write_task(train, d.task, d.train_stories, seed=cfg.seed * 2 + 1, **knobs)
+    write_task(test, d.task, d.test_stories, seed=cfg.seed * 2 + 2, **knobs)
     return train, test
 
 

@@ -20,6 +20,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from memsel.config import Config, TuneSettings
 from memsel.data.encode import DataSpec
+from memsel.inference import vocabulary_of_run
 from memsel.rl import build_ppo_config
 from memsel.tracking import log_trial_checkpoint, tune_callback
 
@@ -103,11 +104,13 @@ def _curve(result: Any) -> list[dict[str, float]]:
     return rows
 
 
-def export_selector_from_checkpoint(checkpoint_dir: str | Path, dest: Path) -> Path:
-    """Read the RLModule out of an RLlib checkpoint and save its bare selector as a memsel file."""
+def export_selector_from_checkpoint(checkpoint_dir: str | Path, dest: Path,
+                                    vocab: list[str] | None = None) -> Path:
+    """Read the RLModule out of an RLlib checkpoint and save its bare selector (and ``vocab``) as a memsel file."""
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     module = RLModule.from_checkpoint(str(Path(checkpoint_dir) / MODULE_SUBDIR))
+    module.selector.vocab = vocab
     return module.selector.save(dest)
 
 
@@ -156,7 +159,7 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
     if best.checkpoint is None:
         raise RuntimeError(f"{stage}: the best trial left no checkpoint under {cfg.run_path / 'ray_results'}")
     dest = cfg.run_path / stage / "selector.pt"
-    export_selector_from_checkpoint(best.checkpoint.path, dest)
+    export_selector_from_checkpoint(best.checkpoint.path, dest, vocabulary_of_run(cfg.run_path))
     searched = {k: _lookup(best.config, k) for k in space}
     trials = []
     for r in grid:

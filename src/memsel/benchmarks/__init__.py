@@ -1,0 +1,11 @@
+"""Benchmarks behind `memsel bench NAME` and the scripts in bench/.
+
+Each module NAME here has ``add_arguments(parser)`` and ``run(args) -> int``. Benchmarks report
+ratios measured side by side in one run (never absolute timings checked by tests: machines are
+noisy).
+"""
+
+BENCHMARKS = {
+    "env": "environment steps per second at several memory budgets, next to one PPO iteration",
+    "selector": "selector latency, memories/s and peak memory per family, next to a matrix-vector floor",
+}

@@ -1,0 +1,84 @@
+"""Statistics of bAbI files (``memsel data inspect``), and generated files next to real ones."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import tempfile
+from pathlib import Path
+
+from memsel.data.babi import Sample, parse_babi, tokenize
+from memsel.data.generate import TASKS, write_task
+
+_TASK = re.compile(r"^qa(\d+)_")
+
+
+def file_stats(samples: list[Sample]) -> dict:
+    """Stories, questions, statements per story, supporting facts per question, vocabulary, ..."""
+    per_story: dict[int, int] = {}
+    for s in samples:
+        per_story[s.story] = max(per_story.get(s.story, 0), len(s.memories))
+    lengths = sorted(per_story.values())
+    vocab = {t for s in samples for x in (*s.memories, s.query, s.answer) for t in tokenize(x)}
+    support = [len(s.supporting) for s in samples]
+    # How far back the oldest supporting fact lies (0 = the newest memory): what a budget must reach.
+    reach = [len(s.memories) - 1 - min(s.supporting) for s in samples]
+    return {
+        "stories": len(per_story), "questions": len(samples),
+        "statements_per_story": {"min": lengths[0], "median": statistics.median(lengths), "max": lengths[-1]},
+        "supporting_per_question": {"min": min(support), "mean": statistics.fmean(support), "max": max(support)},
+        "memories_per_question": {"mean": statistics.fmean(len(s.memories) for s in samples),
+                                  "max": max(len(s.memories) for s in samples)},
+        "oldest_support_age": {"mean": statistics.fmean(reach), "max": max(reach)},
+        "vocabulary": len(vocab),
+    }
+
+
+def task_of(path: str | Path) -> int | None:
+    """The bAbI task number in a file name such as ``qa2_two-supporting-facts_train.txt``."""
+    m = _TASK.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def expand(paths: list[str | Path]) -> list[Path]:
+    """Files, with folders replaced by their ``*.txt`` files (sorted)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.glob("*.txt")) if p.is_dir() else [p])
+    return files
+
+
+def inspect_files(paths: list[str | Path], compare_generated: bool = False, seed: int = 0) -> dict[str, dict]:
+    """``{file: stats}``; with ``compare_generated`` each task-1/2/3 file's stats also hold
+    ``generated``: the same statistics of as many generated stories of its task (default knobs)."""
+    report: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="memsel-inspect-") as tmp:
+        for f in expand(paths):
+            stats = file_stats(parse_babi(f))
+            task = task_of(f)
+            if compare_generated and task in TASKS:
+                gen = write_task(Path(tmp) / f"qa{task}_generated.txt", task, stats["stories"], seed=seed)
+                stats["generated"] = {"task": task, "seed": seed, **file_stats(parse_babi(gen))}
+            report[str(f)] = stats
+    return report
+
+
+def format_report(report: dict[str, dict]) -> str:
+    """One row per file (and per generated counterpart), fixed-width columns."""
+    head = (f"{'file':<44} {'stories':>7} {'questions':>9} {'stmts/story min/med/max':>23} {'support/q':>9} "
+            f"{'vocab':>6} {'mem/q':>6} {'oldest fact age':>16}")
+    lines = [head]
+
+    def row(name: str, r: dict) -> str:
+        s, q, m, a = (r["statements_per_story"], r["supporting_per_question"], r["memories_per_question"],
+                      r["oldest_support_age"])
+        return (f"{name[:44]:<44} {r['stories']:>7} {r['questions']:>9} "
+                f"{s['min']:>7}/{s['median']:g}/{s['max']:<7} {q['mean']:>9.2f} {r['vocabulary']:>6} "
+                f"{m['mean']:>6.1f} {a['mean']:>7.1f} (max {a['max']:>2})")
+
+    for f, r in report.items():
+        lines.append(row(Path(f).name, r))
+        if "generated" in r:
+            g = r["generated"]
+            lines.append(row(f"  generated: task {g['task']}, seed {g['seed']}", g))
+    return "\n".join(lines)

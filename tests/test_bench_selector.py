@@ -1,0 +1,65 @@
+"""`memsel bench selector` (memsel.benchmarks.selector): record format and options, not timings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from memsel.benchmarks import selector as bench
+from memsel.cli import run
+
+KEYS = {"family", "n", "batch", "seconds", "floor_seconds", "ratio", "peak_mb"}
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_quick_run_gives_one_record_per_family_size_and_batch(capsys):
+    records = bench.run(_args("--quick", "--threads", "1"))  # one thread: quick even on a busy machine
+    assert len(records) == len(bench.FAMILIES) * len(bench.QUICK_SIZES) * len(bench.QUICK_BATCHES)
+    assert {r["family"] for r in records} == set(bench.FAMILIES)
+    for r in records:
+        assert set(r) == KEYS, r
+        assert r["n"] in bench.QUICK_SIZES and r["batch"] in bench.QUICK_BATCHES
+        assert r["seconds"] > 0 and r["floor_seconds"] > 0
+        assert r["ratio"] == pytest.approx(r["seconds"] / r["floor_seconds"])
+        assert r["peak_mb"] is None or r["peak_mb"] >= 0
+    json.dumps(records)  # plain JSON types only
+    table = capsys.readouterr().out
+    assert "ratio" in table and "memories/s" in table and "peak MB" in table
+    assert "growth ff batch 1" in table
+
+
+def test_cases_over_the_time_budget_are_reported_as_skipped(capsys):
+    records = bench.run(_args("--families", "mha+sa:full", "--sizes", "64,4096", "--batches", "1",
+                              "--max-call-seconds", "1e-9", "--repeats", "2", "--threads", "1"))
+    assert records[0]["seconds"] > 0
+    skipped = records[1]
+    assert set(skipped) == KEYS | {"skipped"} and skipped["seconds"] is None and skipped["ratio"] is None
+    assert "B*N^2" in skipped["skipped"]
+    assert "skipped: estimated" in capsys.readouterr().out
+
+
+def test_cli_json_prints_only_the_records(capsys):
+    assert run(["bench", "selector", "--quick", "--families", "ff,mha", "--threads", "1", "--json"]) == 0
+    out = capsys.readouterr().out
+    records = json.loads(out)  # the table went to stderr
+    assert [r["family"] for r in records][::4] == ["ff", "mha"] and all(set(r) == KEYS for r in records)
+
+
+def test_threads_option_leaves_the_callers_setting_alone():
+    import torch
+
+    before = torch.get_num_threads()
+    bench.run(_args("--quick", "--families", "ff", "--sizes", "64", "--batches", "1", "--threads", "1"))
+    assert torch.get_num_threads() == before
+
+
+def test_unknown_family_is_refused():
+    with pytest.raises(ValueError, match="--families"):
+        bench.run(_args("--families", "ff,lstm"))

@@ -1,0 +1,42 @@
+"""File statistics for `memsel data inspect` (memsel.data.inspection)."""
+
+from __future__ import annotations
+
+from memsel.data.babi import parse_babi
+from memsel.data.inspection import expand, file_stats, format_report, inspect_files, task_of
+
+TWO_STORIES = ("1 Mary went to the kitchen.\n2 John went to the garden.\n3 Where is Mary? \tkitchen\t1\n"
+               "4 Mary went to the office.\n5 Where is Mary? \toffice\t4\n"
+               "1 Sandra went to the park.\n2 Where is Sandra? \tpark\t1\n")
+
+
+def test_file_stats_by_hand(tmp_path):
+    path = tmp_path / "qa1_x_train.txt"
+    path.write_text(TWO_STORIES)
+    s = file_stats(parse_babi(path))
+    assert s["stories"] == 2 and s["questions"] == 3
+    assert s["statements_per_story"] == {"min": 1, "median": 2.0, "max": 3}
+    assert s["supporting_per_question"] == {"min": 1, "mean": 1.0, "max": 1}
+    assert s["memories_per_question"] == {"mean": 2.0, "max": 3}
+    # oldest supporting fact: age 1 (kitchen, 2 memories), age 0 (office), age 0 (park)
+    assert s["oldest_support_age"] == {"mean": 1 / 3, "max": 1}
+    words = {"mary", "went", "to", "the", "kitchen", "john", "garden", "where", "is", "office", "sandra", "park"}
+    assert s["vocabulary"] == len(words)
+
+
+def test_task_numbers_and_folders(tmp_path):
+    assert task_of("qa12_conjunction_train.txt") == 12 and task_of("notes.txt") is None
+    (tmp_path / "qa1_x_train.txt").write_text(TWO_STORIES)
+    (tmp_path / "qa1_x_test.txt").write_text(TWO_STORIES)
+    (tmp_path / "readme.md").write_text("not a task")
+    assert [p.name for p in expand([tmp_path])] == ["qa1_x_test.txt", "qa1_x_train.txt"]
+
+
+def test_compare_generated_only_for_tasks_1_to_3(tmp_path):
+    (tmp_path / "qa1_x_train.txt").write_text(TWO_STORIES)
+    (tmp_path / "qa7_y_train.txt").write_text(TWO_STORIES)
+    report = inspect_files([tmp_path], compare_generated=True)
+    one, seven = report[str(tmp_path / "qa1_x_train.txt")], report[str(tmp_path / "qa7_y_train.txt")]
+    assert one["generated"]["stories"] == 2 and one["generated"]["task"] == 1
+    assert "generated" not in seven
+    assert len(format_report(report).splitlines()) == 1 + 3  # header, qa1 + its generated row, qa7
