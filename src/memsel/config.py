@@ -215,7 +215,7 @@ class PretrainConfig:
     """Adam weight decay."""
     recency_decay: float = 0.5
     """Rate lambda of the temporal prior p(age) ~ exp(-lambda * age), age 0 = most recent memory."""
-    recency_weight: float = 0.1
+    recency_weight: float = 0.02
     """Weight of the temporal prior in the soft target when labels are used (the rest is the supporting facts)."""
     use_labels: bool = True
     """Use supporting-fact labels where the data has them; False trains on the temporal prior alone."""

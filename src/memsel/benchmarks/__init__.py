@@ -1,6 +1,7 @@
 """Benchmarks behind `memsel bench NAME` and the scripts in bench/.
 
-Each module NAME here has ``add_arguments(parser)`` and ``run(args) -> int``. Benchmarks report
+Each module NAME here has ``add_arguments(parser)`` (standard-library imports only: it runs when
+the CLI parser is built) and ``run(args) -> list[dict]`` (prints a table, returns the records). Benchmarks report
 ratios measured side by side in one run (never absolute timings checked by tests: machines are
 noisy).
 """

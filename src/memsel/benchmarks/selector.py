@@ -73,8 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per case, median reported (default 7)")
     parser.add_argument("--case-seconds", type=float, default=4.0,
                         help="stop repeating a case after this long once 3 repeats are in (default 4)")
-    parser.add_argument("--max-call-seconds", type=float, default=30.0,
-                        help="skip a case whose estimated time per call is longer (default 30)")
+    parser.add_argument("--max-call-seconds", type=float, default=20.0,
+                        help="skip a case whose estimated time per call is longer (default 20)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (default: torch's choice; 1 gives steadier numbers on a busy machine)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs (default 0)")

@@ -37,7 +37,7 @@ class SelectorRLModule(TorchRLModule, ValueFunctionAPI):
     def setup(self):
         mc = self.model_config
         self.selector = Selector(SelectorConfig(**mc["selector"]), DataSpec(**mc["spec"]))
-        if self.action_space.n != self.selector.spec.max_memories:
+        if self.action_space.n > self.selector.spec.max_memories:
             raise ValueError(f"action space has {self.action_space.n} slots, selector expects "
                              f"{self.selector.spec.max_memories}")
         f, h = self.selector.feature_dim, self.selector.config.hidden_dim
