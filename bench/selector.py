@@ -8,28 +8,10 @@ The same benchmark as `memsel bench selector` (see src/memsel/benchmarks/selecto
     .venv/bin/python bench/selector.py --families ff --hidden-dim 16 --sizes 16384,100000
 """
 
-import argparse
-import json
-import logging
 import sys
 
-from memsel.benchmarks import BENCHMARKS
-from memsel.benchmarks import selector as bench
-from memsel.cli import stdout_to_stderr
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=BENCHMARKS["selector"])
-    parser.add_argument("--json", action="store_true", help="print the records as JSON on stdout (table to stderr)")
-    bench.add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with stdout_to_stderr(args.json):
-        records = bench.run(args)
-    if args.json:
-        print(json.dumps(records))
-    return 0
-
+from memsel.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Same parser, output and --json handling as `memsel bench selector`.
+    main(["bench", "selector", *sys.argv[1:]])
