@@ -162,3 +162,26 @@ def test_ppo_samples_multi_hop_episodes_on_generated_task_2(tmp_path, ray_sessio
     assert runners["episode_len_mean"] == pytest.approx(2.0)  # task 2: two hops per question
     assert 0.0 <= runners["episode_return_mean"] <= 1.0
     assert np.isfinite(result["learners"]["default_policy"]["policy_loss"])
+
+
+def test_orthogonal_init_switch(pretrained):
+    from memsel.rllib_models.module import orthogonal_init
+
+    cfg, data, path = pretrained
+    layer = torch.nn.Linear(8, 8)
+    orthogonal_init(layer, out_gain=0.01)
+    w = layer.weight.detach()
+    assert torch.allclose(w @ w.T, 2.0 * torch.eye(8), atol=1e-5)  # gain sqrt(2) squared
+    assert torch.count_nonzero(layer.bias) == 0
+    env = MemorySelectionEnv({"data": data.train})
+    spec = RLModuleSpec(module_class=SelectorRLModule, observation_space=env.observation_space,
+                        action_space=env.action_space,
+                        model_config={"selector": dataclasses.asdict(cfg.selector),
+                                      "spec": dataclasses.asdict(data.spec), "pretrained_path": str(path),
+                                      "orthogonal_init": True})
+    module = spec.build()
+    out = module.value_head[-1].weight.detach()
+    assert torch.allclose(out.norm(), torch.tensor(1.0), atol=1e-5)  # one output row, gain 1
+    # The pretrained selector still wins over the init.
+    for k, v in Selector.load(path).state_dict().items():
+        assert torch.equal(module.selector.state_dict()[k], v), k

@@ -282,6 +282,8 @@ class PPOSettings:
     """Entropy schedule: linear from entropy_coeff to this over entropy_decay_steps env steps; < 0 = constant."""
     entropy_decay_steps: int = 10000
     """Entropy schedule length in env steps."""
+    orthogonal_init: bool = False
+    """Orthogonal init of the policy's and value head's linear layers (a pretrained selector overrides its part)."""
     use_pretrained: bool = True
     """Start from the pretrained selector (False trains PPO from scratch, with no teacher)."""
     num_env_runners: int = 0

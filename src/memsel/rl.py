@@ -24,7 +24,8 @@ def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_pat
     """
     p = cfg.ppo
     start = str(pretrained_path) if (pretrained_path and p.use_pretrained) else None
-    model_config = {"selector": asdict(cfg.selector), "spec": asdict(spec), "pretrained_path": start}
+    model_config = {"selector": asdict(cfg.selector), "spec": asdict(spec), "pretrained_path": start,
+                    "orthogonal_init": p.orthogonal_init}
     # RLlib takes an entropy schedule as [[env_step, value], ...] and interpolates linearly.
     entropy = p.entropy_coeff if not (isinstance(p.entropy_coeff_final, (int, float)) and p.entropy_coeff_final >= 0) \
         else [[0, p.entropy_coeff], [p.entropy_decay_steps, p.entropy_coeff_final]]

@@ -25,11 +25,21 @@ def load_pretrained_selector(selector: Selector, path: str) -> None:
     selector.load_state_dict(blob["state_dict"], strict=True)
 
 
+def orthogonal_init(module: nn.Module, out_gain: float) -> None:
+    """Orthogonal init of every Linear layer: gain sqrt(2) for hidden layers, ``out_gain`` for layers
+    with one output (scores, values); biases zero. Embeddings keep their init."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.orthogonal_(layer.weight, gain=out_gain if layer.out_features == 1 else 2 ** 0.5)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
 class SelectorRLModule(TorchRLModule, ValueFunctionAPI):
     """Policy = the selector's masked logits over memory slots; value = a small head on its read.
 
     model_config: ``selector`` (SelectorConfig fields), ``spec`` (DataSpec fields) and optionally
-    ``pretrained_path``. The pretrained file is loaded inside ``setup()``, so every copy of the
+    ``pretrained_path`` and ``orthogonal_init``. The pretrained file is loaded inside ``setup()``, so every copy of the
     module (learner and every env runner) starts from it: no weight-sync race after build.
     """
 
@@ -42,6 +52,12 @@ class SelectorRLModule(TorchRLModule, ValueFunctionAPI):
                              f"{self.selector.spec.max_memories}")
         f, h = self.selector.feature_dim, self.selector.config.hidden_dim
         self.value_head = nn.Sequential(nn.Linear(f, h), nn.Tanh(), nn.Linear(h, 1))
+        if mc.get("orthogonal_init"):
+            # CleanRL's recipe: orthogonal weights, zero biases; a small gain on the policy's score
+            # outputs (near-uniform first policy), gain 1 on the value output. A pretrained file
+            # loaded below replaces the selector's part; the value head keeps this init.
+            orthogonal_init(self.selector, out_gain=0.01)
+            orthogonal_init(self.value_head, out_gain=1.0)
         if mc.get("pretrained_path"):
             load_pretrained_selector(self.selector, mc["pretrained_path"])
 
