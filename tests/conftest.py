@@ -11,22 +11,23 @@ BABI = Path(os.environ.get("MEMSEL_BABI", Path(__file__).resolve().parents[2] / 
                            / "tasks_1-20_v1-2"))
 
 
-@pytest.fixture(scope="session")
-def babi_en() -> Path:
-    """../shared/babi/tasks_1-20_v1-2/en, or skip the test when the real data is not there."""
-    folder = BABI / "en"
+def _babi_folder(name: str) -> Path:
+    folder = BABI / name
     if not folder.is_dir():
         pytest.skip(f"real bAbI data not found at {folder} (set MEMSEL_BABI to its tasks_1-20_v1-2 folder)")
     return folder
+
+
+@pytest.fixture(scope="session")
+def babi_en() -> Path:
+    """../shared/babi/tasks_1-20_v1-2/en, or skip the test when the real data is not there."""
+    return _babi_folder("en")
 
 
 @pytest.fixture(scope="session")
 def babi_en10k() -> Path:
     """../shared/babi/tasks_1-20_v1-2/en-10k (10,000 training questions per task), or skip."""
-    folder = BABI / "en-10k"
-    if not folder.is_dir():
-        pytest.skip(f"real bAbI data not found at {folder} (set MEMSEL_BABI to its tasks_1-20_v1-2 folder)")
-    return folder
+    return _babi_folder("en-10k")
 
 
 @pytest.fixture(scope="session")
