@@ -9,6 +9,7 @@ import torch
 
 from memsel.data.budget import support_outside
 from memsel.data.encode import EncodedSamples
+from memsel.files import atomic_path
 from memsel.network import Selector
 
 METHOD_ORDER = ("random", "most_recent", "pretrained", "ppo", "ppo_tuned")
@@ -121,8 +122,7 @@ def plot_results(results: dict[str, dict[str, float]], curve: list[dict[str, flo
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
     return path

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from memsel.config import SelectorConfig
 from memsel.data.encode import DataSpec
 from memsel.families import FAMILIES
+from memsel.files import atomic_path
 from memsel.layers import Ages, residual_stack
 
 OBS_KEYS = ("memories", "mask", "query", "ages")
@@ -235,10 +236,8 @@ class Selector(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Write :meth:`export` atomically: a crash never leaves a half-written file under ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.export(), tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(self.export(), tmp)
         return path
 
     @classmethod

@@ -24,17 +24,13 @@ from memsel.config import Config
 from memsel.data.budget import Budget, apply_budget, support_outside
 from memsel.data.encode import EncodedSamples
 from memsel.data.prepare import PreparedData, prepare_data
+from memsel.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 
 def save_run_config(cfg: Config) -> Path:
-    cfg.run_path.mkdir(parents=True, exist_ok=True)
-    path = cfg.run_path / "config.yaml"
-    tmp = path.with_name("config.yaml.tmp")
-    tmp.write_text(cfg.to_yaml(), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(cfg.run_path / "config.yaml", cfg.to_yaml())
 
 
 def init_ray(cfg: Config) -> None:
@@ -109,11 +105,7 @@ def stage_evaluate(cfg: Config, data: PreparedData, curve: list[dict] | None = N
     src = Path(data.files["test_file"]).name
     files = []
     for name, text in (("results.json", json.dumps(results, indent=2)), ("results.txt", format_table(results))):
-        path = run / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text + "\n", encoding="utf-8")
-        tmp.replace(path)
-        files.append(path)
+        files.append(write_text_atomic(run / name, text + "\n"))
     files.append(plot_results(results, curve, run / "results.png", f"memsel run '{cfg.name}' on {src}"))
     log_evaluation(cfg, results, files)
     return results
@@ -142,6 +134,6 @@ def run_pipeline(cfg: Config) -> dict:
     results = stage_evaluate(cfg, data, outcome.curve)
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    (cfg.run_path / "timings.json").write_text(json.dumps(timings, indent=2), encoding="utf-8")
+    write_text_atomic(cfg.run_path / "timings.json", json.dumps(timings, indent=2))
     log.info("timings (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return results

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from memsel.data.babi import Sample, tokenize
+from memsel.files import atomic_path, write_text_atomic
 
 PAD, UNK = "<pad>", "<unk>"
 
@@ -60,9 +61,7 @@ class Vocab:
         return [self.index.get(t, 1) for t in tokenize(text)]
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.tokens), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(self.tokens))
 
     @classmethod
     def load(cls, path: Path) -> "Vocab":
@@ -96,11 +95,10 @@ class EncodedSamples:
         return {"memories": self.memories, "mask": self.mask, "query": self.query, "ages": self.ages}
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, memories=self.memories, mask=self.mask, query=self.query, ages=self.ages,
-                 support=self.support, answer=self.answer, dropped_support=np.int64(self.dropped_support),
-                 n_support=self.n_support)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, memories=self.memories, mask=self.mask, query=self.query, ages=self.ages,
+                     support=self.support, answer=self.answer, dropped_support=np.int64(self.dropped_support),
+                     n_support=self.n_support)
 
     @classmethod
     def load(cls, path: str | Path) -> "EncodedSamples":
@@ -157,7 +155,7 @@ def encode(samples: list[Sample], vocab: Vocab, spec: DataSpec) -> EncodedSample
 
 
 def save_spec(spec: DataSpec, path: Path) -> None:
-    path.write_text(json.dumps(asdict(spec)), encoding="utf-8")
+    write_text_atomic(path, json.dumps(asdict(spec)))
 
 
 def load_spec(path: Path) -> DataSpec:

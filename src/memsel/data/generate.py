@@ -25,6 +25,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memsel.files import write_text_atomic
+
 # Word lists belong to the generator only: networks and environment see token ids, never words.
 ACTORS = ("Mary", "John", "Daniel", "Sandra", "Fred", "Bill", "Julie", "Emily", "Jeff", "Greg")
 PLACES = ("bathroom", "hallway", "garden", "office", "bedroom", "kitchen", "cinema", "park", "school",
@@ -260,11 +262,7 @@ class _ObjectStory:
 def write_task(path: str | Path, task: int, stories: int, seed: int, **knobs) -> Path:
     """Write a generated file; written to a temporary name first so no half file is left."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(generate_lines(task, stories, seed, **knobs)) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "\n".join(generate_lines(task, stories, seed, **knobs)) + "\n")
 
 
 def write_task1(path: str | Path, stories: int, seed: int, **knobs) -> Path:

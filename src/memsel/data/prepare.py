@@ -18,6 +18,7 @@ from memsel.config import Config
 from memsel.data.babi import Sample, find_task_files, parse_babi
 from memsel.data.encode import DataSpec, EncodedSamples, Vocab, encode, load_spec, save_spec, spec_for
 from memsel.data.generate import write_task
+from memsel.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def prepare_data(cfg: Config) -> PreparedData:
         spec = DataSpec(len(vocab), auto.max_memories, auto.max_sentence_len)
         vocab.save(vocab_path)
         save_spec(spec, spec_path)
-        sources_path.write_text(json.dumps(sources), encoding="utf-8")
+        write_text_atomic(sources_path, json.dumps(sources))
 
     files = dict(sources)
     encoded = {}

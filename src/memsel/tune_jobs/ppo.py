@@ -20,6 +20,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from memsel.config import Config, TuneSettings
 from memsel.data.encode import DataSpec
+from memsel.files import write_text_atomic
 from memsel.inference import vocabulary_of_run
 from memsel.rl import build_ppo_config
 from memsel.tracking import log_trial_checkpoint, tune_callback
@@ -170,8 +171,8 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
                        "return": metric_value(r.metrics, metric),
                        "iterations": metric_value(r.metrics, "training_iteration")})
     outcome = PPOOutcome(dest, best.checkpoint.path, searched, _curve(best), trials)
-    (cfg.run_path / stage / "outcome.json").write_text(json.dumps(
-        {**dataclasses.asdict(outcome), "selector_path": str(dest)}, indent=2, default=str), encoding="utf-8")
+    write_text_atomic(cfg.run_path / stage / "outcome.json", json.dumps(
+        {**dataclasses.asdict(outcome), "selector_path": str(dest)}, indent=2, default=str))
     log.info("%s: best trial %s -> %s", stage, searched or "(no search)", dest)
     return outcome
 
