@@ -85,9 +85,13 @@ def pretrained_path(cfg: Config) -> Path | None:
 
 def stage_ppo(cfg: Config, data: PreparedData, sweep: bool):
     from memsel.tune_jobs import run_ppo
+    from memsel.tune_jobs.ppo import expected_return
 
     init_ray(cfg)
-    return run_ppo(cfg, data.files["train_npz"], data.spec, pretrained_path(cfg), sweep=sweep)
+    pretrained = pretrained_path(cfg)
+    # The teacher's return on the memories the env shows (its budget), not on the full lists.
+    teacher_return = expected_return(pretrained, budgeted(cfg, data.train, "train")) if pretrained else None
+    return run_ppo(cfg, data.files["train_npz"], data.spec, pretrained, sweep=sweep, teacher_return=teacher_return)
 
 
 def stage_evaluate(cfg: Config, data: PreparedData, curve: list[dict] | None = None) -> dict:

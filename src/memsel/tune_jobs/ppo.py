@@ -19,7 +19,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from memsel.config import Config, TuneSettings
-from memsel.data.encode import DataSpec
+from memsel.data.encode import DataSpec, EncodedSamples
 from memsel.files import write_text_atomic
 from memsel.inference import vocabulary_of_run
 from memsel.rl import build_ppo_config
@@ -115,29 +115,33 @@ def export_selector_from_checkpoint(checkpoint_dir: str | Path, dest: Path,
     return module.selector.save(dest)
 
 
-def expected_return(selector_path: Path, data_npz: str) -> float:
+def expected_return(selector_path: Path, data: EncodedSamples) -> float:
     """Mean reward per episode of a policy that samples from the selector's softmax (one selection)."""
     import torch
 
-    from memsel.data.encode import EncodedSamples
     from memsel.network import Selector
 
-    data = EncodedSamples.load(data_npz)
     with torch.no_grad():
         probs = torch.softmax(Selector.load(selector_path)({k: torch.from_numpy(v) for k, v in data.tensors().items()}),
                               dim=-1).numpy()
     return float((probs * data.support).sum(1).mean())
 
 
-def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None, sweep: bool) -> PPOOutcome:
-    """Run PPO through Tune (one trial, or a sweep) and export the best trial's selector."""
+def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None, sweep: bool,
+            teacher_return: float | None = None) -> PPOOutcome:
+    """Run PPO through Tune (one trial, or a sweep) and export the best trial's selector.
+
+    ``teacher_return``: the pretrained policy's expected return on the env's view of the data (what
+    the adaptive distillation weight compares the student with); None = computed on ``train_npz``.
+    """
     stage = "tune" if sweep else "ppo"
     iterations = (cfg.tune.iterations or cfg.ppo.iterations) if sweep else cfg.ppo.iterations
     space = search_space(cfg.tune) if sweep else {}
     # Samplers stand in for the searched fields; the PPOConfig builder passes them through and
     # Tune resolves them per trial.
     ppo = dataclasses.replace(cfg.ppo, **space)
-    teacher_return = expected_return(pretrained, train_npz) if pretrained and cfg.ppo.use_pretrained else None
+    if teacher_return is None and pretrained and cfg.ppo.use_pretrained:
+        teacher_return = expected_return(pretrained, EncodedSamples.load(train_npz))
     ppo_config = build_ppo_config(dataclasses.replace(cfg, ppo=ppo), train_npz, spec, pretrained, teacher_return)
     metric = cfg.tune.metric
     tune_config = tune.TuneConfig(
