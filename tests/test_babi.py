@@ -56,7 +56,7 @@ def test_real_qa1_first_sample(qa1_train, babi_en):
     assert first.memories == ("Mary moved to the bathroom.", "John went to the hallway.")
     assert first.query == "Where is Mary?"
     assert first.answer == "bathroom"
-    assert first.supporting == frozenset({0})
+    assert first.supporting == (0,)
     assert first.story == 0
     assert first.source.endswith(f"{QA1}_train.txt:3")
 
@@ -117,7 +117,7 @@ def test_parse_small_valid_file_two_stories(tmp_path):
     # questions are not memories: the second question sees three statements, not four lines
     assert samples[1].memories == ("Mary went to the kitchen.", "John went to the garden.",
                                    "Mary went to the office.")
-    assert samples[1].supporting == frozenset({2})
+    assert samples[1].supporting == (2,)
     assert samples[2].memories == ("Sandra went to the park.",)
     assert samples[2].source == f"{path}:7"
 
@@ -260,7 +260,7 @@ def test_every_real_file_parses_exactly(babi_en, babi_en10k):
             q, answer, ids = text.split("\t")
             ids = [int(i) for i in ids.split()]
             unordered += ids != sorted(ids)
-            expected.append((tuple(texts), q.strip(), answer, frozenset(index[i] for i in ids)))
+            expected.append((tuple(texts), q.strip(), answer, tuple(dict.fromkeys(index[i] for i in ids))))
         got = [(s.memories, s.query, s.answer, s.supporting) for s in samples]
         assert got == expected, f.name
         is_train = f.name.endswith("_train.txt")

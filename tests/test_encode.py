@@ -309,3 +309,23 @@ def test_prepare_data_does_not_reuse_a_stale_vocabulary(tmp_path):
         return
     unk = int((data.train.memories == 1).sum() + (data.train.query == 1).sum())
     assert unk == 0, f"{unk} tokens of the re-generated data were encoded as <unk> with the old vocabulary"
+
+
+def test_support_rank_follows_the_files_reasoning_order(babi_en):
+    """qa2 lists the object's fact first, then where its holder went: ranks 1 and 2, in that order."""
+    from memsel.data.babi import find_task_files, parse_babi
+
+    train, _ = find_task_files(babi_en, 2)
+    samples = parse_babi(train)[:50]
+    enc = encode(samples, Vocab.build(samples), spec_for(samples))
+    first = samples[0]  # "Where is the football? garden 3 6": 'Mary got the football there.', then her move
+    assert first.supporting == (2, 5)
+    assert enc.support_rank[0, 2] == 1 and enc.support_rank[0, 5] == 2
+    assert ((enc.support_rank > 0) == enc.support).all()
+    assert (enc.support_rank.max(1) == enc.n_support).all()
+    # the rank survives saving, taking rows and a memory budget
+    from memsel.data.budget import Budget, apply_budget
+
+    kept = apply_budget(enc, Budget(3, "truncate"))
+    assert ((kept.support_rank > 0) == kept.support).all()
+    assert (enc.take(np.array([0])).support_rank == enc.support_rank[:1]).all()

@@ -63,7 +63,7 @@ def test_supporting_fact_is_the_last_statement_about_the_asked_actor(tmp_path):
         assert tokenize(s.query)[:2] == ["where", "is"]
         mentions = [i for i, m in enumerate(s.memories) if actor in tokenize(m)]
         assert mentions, s.source
-        assert s.supporting == frozenset({mentions[-1]}), s.source
+        assert s.supporting == (mentions[-1],), s.source
         fact = tokenize(s.memories[mentions[-1]])
         assert s.answer in fact, s.source
         assert fact[-1] == s.answer  # "<actor> <verb> the <place>."
@@ -71,7 +71,7 @@ def test_supporting_fact_is_the_last_statement_about_the_asked_actor(tmp_path):
 
 def test_most_recent_memory_is_often_wrong(tmp_path):
     samples = parse_babi(write_task1(tmp_path / "g.txt", 200, seed=0))
-    most_recent_hits = sum(s.supporting == frozenset({len(s.memories) - 1}) for s in samples)
+    most_recent_hits = sum(s.supporting == (len(s.memories) - 1,) for s in samples)
     rate = most_recent_hits / len(samples)
     # with 4 actors the asked actor is often not the one who moved last
     assert rate < 0.75

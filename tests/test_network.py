@@ -160,6 +160,8 @@ def test_features_read_only_real_memories(net):
 def test_gradients_reach_every_parameter():
     net = make_net().train()
     obs = make_obs([3, 8, 5, 1])
+    obs["selected"] = torch.zeros_like(obs["mask"], dtype=torch.int8)
+    obs["selected"][1, 3] = 1  # a second hop in one row: the relative-age features learn too
     target = torch.tensor([0, 6, 2, 0])  # valid slots
     loss = F.cross_entropy(net(obs), target)
     loss.backward()
@@ -333,3 +335,24 @@ def test_recency_prior_all_masked_row_is_zero_not_nan():
     prior = recency_prior(obs["ages"], obs["mask"], 0.5)
     assert not torch.isnan(prior).any()
     assert (prior == 0).all()
+
+
+def test_relative_age_features_see_before_and_after_the_oldest_choice():
+    """With a choice, memories older and newer than the oldest chosen one get different features;
+    without one, the first hop sees exactly what a network without the feature sees."""
+    net = make_net().eval()
+    obs = make_obs([8, 8])
+    plain = net(obs)
+    obs["selected"] = torch.zeros_like(obs["mask"], dtype=torch.int8)
+    assert torch.equal(net(obs), plain)  # nothing chosen: no relative features
+    obs["selected"][0, 4] = 1
+    x = net.encode_memories(obs["memories"])
+    rel = net._relative_age(obs["ages"], obs["selected"].float())
+    assert (rel[1] == 0).all()  # the row without a choice
+    older, newer = rel[0, :4], rel[0, 5:8]  # slots before slot 4 are older memories
+    assert not torch.allclose(older[-1], newer[0])
+    # soft choices count where they carry at least half of the row's largest weight
+    soft = torch.zeros(2, obs["mask"].shape[1])
+    soft[0, 4], soft[0, 6] = 0.7, 0.2
+    assert torch.allclose(net._relative_age(obs["ages"], soft)[0], rel[0])
+    assert x.shape == rel.shape

@@ -290,7 +290,9 @@ def test_selected_memories_are_added_to_the_query(variant):
     chosen[1, 2] = 1
     with torch.no_grad():
         m, q = net.encode_memories(obs["memories"]), net.encode_query(obs["query"])
-        expected = net.score(m, q + torch.einsum("bn,bnd->bd", chosen.float(), m), obs["ages"], obs["mask"])
+        # the chosen memories also give the others their age relative to the oldest chosen one
+        rel = net._relative_age(obs["ages"], chosen.float()) if net.relative_age is not None else 0
+        expected = net.score(m + rel, q + torch.einsum("bn,bnd->bd", chosen.float(), m), obs["ages"], obs["mask"])
         assert torch.allclose(run(net, dict(obs, selected=chosen)), expected, atol=1e-6)
         assert not torch.allclose(expected[obs["mask"]], run(net, obs)[obs["mask"]])
 
@@ -395,7 +397,8 @@ def test_cached_age_table_follows_weight_updates():
     F.cross_entropy(net(obs), torch.tensor([0, 1])).backward()
     with torch.no_grad():  # what an optimiser step does: in-place updates
         for p in net.parameters():
-            p.sub_(0.5 * p.grad)
+            if p.grad is not None:  # the relative-age layer has none without a choice
+                p.sub_(0.5 * p.grad)
     net.eval()
     with torch.inference_mode():  # the only mode that caches
         after = net(obs)

@@ -202,12 +202,16 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish(cfg: Config, results: dict, as_json: bool, saved: list[str]) -> None:
+def _finish(cfg: Config, results: dict, as_json: bool, saved: list[str], with_timings: bool = False) -> None:
+    """Print the results table and where everything is; with ``as_json`` one JSON object: method ->
+    metrics (and, after a pipeline, "timings": seconds per stage)."""
     from memsel.evaluate import format_table
     from memsel.tracking import ui_hint
 
     if as_json:
-        print(json.dumps(results))
+        timings = cfg.run_path / "timings.json"
+        extra = {"timings": json.loads(timings.read_text(encoding="utf-8"))} if with_timings and timings.is_file() else {}
+        print(json.dumps({**results, **extra}))
         return
     print()
     print(format_table(results))
@@ -262,6 +266,9 @@ def run(argv: list[str] | None = None) -> int:
                 path = pipeline.stage_pretrain(cfg, data)
                 print(f"pretrained selector: {path}")
                 return 0
+            if args.command == "tune" and cfg.tune.num_samples == 0:
+                raise ConfigError("tune.num_samples: expected an integer >= 1 for `memsel tune` (0 only tells "
+                                  "`memsel pipeline` to skip the sweep)")
             if args.command in ("train", "tune"):
                 outcome = pipeline.stage_ppo(cfg, data, sweep=args.command == "tune")
                 print(f"fine-tuned selector: {outcome.selector_path}\nRLlib checkpoint:    {outcome.checkpoint}")
@@ -270,7 +277,8 @@ def run(argv: list[str] | None = None) -> int:
                 return 0
             results = pipeline.stage_evaluate(cfg, data)
     _finish(cfg, results, as_json, ["results.txt (table)", "results.json", "results.png (plot)",
-                                    "config.yaml (full config, reusable with --config)"])
+                                    "config.yaml (full config, reusable with --config)"],
+            with_timings=args.command == "pipeline")
     return 0
 
 

@@ -81,7 +81,9 @@ BUDGET_STRATEGIES = ("all", "truncate", "sample")
 SAMPLE_WEIGHTINGS = ("uniform", "recency")
 REWARD_MODES = ("supporting", "answer")
 REWARD_TIMINGS = ("per_hop", "final")
-READERS = ("contains",)
+READERS = ("contains", "learned")
+PRETRAIN_TARGETS = ("recency", "supporting", "mixed")
+PPO_VARIANTS = ("scratch", "no_distill")
 
 
 @dataclass
@@ -99,7 +101,8 @@ class EnvConfig:
     reward_mode: str = "supporting"
     """supporting: reward chosen memories that are needed supporting facts; answer: a reader answers from them."""
     reader: str = "contains"
-    """reward_mode 'answer': 'contains' (the answer token is in a chosen memory) or 'package.module:factory'."""
+    """reward_mode 'answer': 'learned' (the answer reader pretraining trained, pretrain.answer_weight > 0),
+    'contains' (the answer token is in a chosen memory) or 'package.module:factory'."""
     hops: int = 1
     """Selections per question; 0 = as many as the question's supporting facts (multi-hop)."""
     reward_timing: str = "per_hop"
@@ -147,6 +150,9 @@ class SelectorConfig:
     """Sentence encoder: ``bow`` bag of words, ``pe`` MemN2N position encoding, ``learned`` learned position weights."""
     recency: bool = True
     """Give every memory a learned embedding of its age (0 = most recent) that the family scores with."""
+    relative_age: bool = True
+    """Multi-hop: give every memory a learned embedding of its age relative to the oldest memory chosen
+    at an earlier hop (before or after it, how far), e.g. "the last move before the fact I found"."""
     residual: bool = False
     """Refine memory and query embeddings with pre-norm residual feed-forward blocks before scoring."""
     num_residual_blocks: int = 1
@@ -198,6 +204,7 @@ class SelectorConfig:
         if "position_encoding" in fields:  # memsel.selector/1 files before the encoder choice
             legacy = fields.pop("position_encoding")
             fields.setdefault("encoder", "pe" if legacy else "bow")
+        fields.setdefault("relative_age", False)  # files from before the relative-age feature lack its weights
         return cls(**fields)
 
 
@@ -215,10 +222,16 @@ class PretrainConfig:
     """Adam weight decay."""
     recency_decay: float = 0.5
     """Rate lambda of the temporal prior p(age) ~ exp(-lambda * age), age 0 = most recent memory."""
+    target: str = "mixed"
+    """Selection target: recency (the temporal prior alone, no labels), supporting (the supporting facts,
+    hop by hop in the data's order), mixed (supporting facts with recency_weight of the prior)."""
     recency_weight: float = 0.02
-    """Weight of the temporal prior in the soft target when labels are used (the rest is the supporting facts)."""
-    use_labels: bool = True
-    """Use supporting-fact labels where the data has them; False trains on the temporal prior alone."""
+    """'mixed': weight of the temporal prior in the target; with answer_weight > 0 and target 'recency',
+    the weight of the prior's loss next to the answer loss."""
+    answer_weight: float = 0.0
+    """> 0 trains the answer reader (pretrain/reader.pt) on answers, with this weight. With target
+    'recency' the answer loss also trains the selector through its soft choices (weak supervision,
+    as MemN2N); with labels the reader reads the true supporting facts."""
 
     def validate(self, p: str = "pretrain") -> None:
         _check(self.max_epochs >= 1, f"{p}.max_epochs", "an integer >= 1", self.max_epochs)
@@ -228,6 +241,8 @@ class PretrainConfig:
         _check(self.recency_decay >= 0, f"{p}.recency_decay", "a number >= 0", self.recency_decay)
         _check(0.0 <= self.recency_weight <= 1.0, f"{p}.recency_weight", "a number in [0, 1]",
                self.recency_weight)
+        _check(self.target in PRETRAIN_TARGETS, f"{p}.target", f"one of {list(PRETRAIN_TARGETS)}", self.target)
+        _check(self.answer_weight >= 0, f"{p}.answer_weight", "a number >= 0", self.answer_weight)
 
 
 @dataclass
@@ -292,6 +307,9 @@ class PPOSettings:
     """Vectorised envs per runner."""
     checkpoint_every: int = 0
     """Checkpoint every N iterations; 0 = only at the end."""
+    compare: list = field(default_factory=list)
+    """Extra PPO runs with the same budget, evaluated next to this one: 'scratch' (no pretraining, no
+    teacher) and 'no_distill' (pretrained start, distill_coeff 0); each writes ppo_<variant>/."""
 
     def validate(self, p: str = "ppo") -> None:
         for name in ("iterations", "train_batch_size", "minibatch_size", "num_epochs", "num_envs_per_env_runner"):
@@ -313,6 +331,8 @@ class PPOSettings:
         _check(0 <= self.lambda_ <= 1, f"{p}.lambda_", "a number in [0, 1]", self.lambda_)
         _check(self.num_env_runners >= 0, f"{p}.num_env_runners", "an integer >= 0", self.num_env_runners)
         _check(self.checkpoint_every >= 0, f"{p}.checkpoint_every", "an integer >= 0", self.checkpoint_every)
+        _check(all(v in PPO_VARIANTS for v in self.compare) and len(set(self.compare)) == len(self.compare),
+               f"{p}.compare", f"a list of distinct names from {list(PPO_VARIANTS)}", self.compare)
 
 
 DISTILL_SCHEDULES = ("constant", "linear", "adaptive")
@@ -324,7 +344,7 @@ class TuneSettings:
     """A Ray Tune sweep over the PPO settings, with ASHA early stopping."""
 
     num_samples: int = 4
-    """Trials drawn from the search space (each grid point counts once per sample)."""
+    """Trials drawn from the search space (each grid point counts once per sample); 0: the pipeline skips the sweep."""
     max_concurrent_trials: int = 2
     """Trials running at once (each needs 1 CPU with ppo.num_env_runners = 0)."""
     iterations: int = 0
@@ -342,7 +362,8 @@ class TuneSettings:
     """ppo field -> {kind: args}, kind one of choice, grid, uniform, loguniform, randint."""
 
     def validate(self, p: str = "tune") -> None:
-        _check(self.num_samples >= 1, f"{p}.num_samples", "an integer >= 1", self.num_samples)
+        _check(self.num_samples >= 0, f"{p}.num_samples", "an integer >= 0 (0 = `memsel pipeline` skips the sweep)",
+               self.num_samples)
         _check(self.max_concurrent_trials >= 1, f"{p}.max_concurrent_trials", "an integer >= 1",
                self.max_concurrent_trials)
         _check(self.iterations >= 0, f"{p}.iterations", "an integer >= 0 (0 = ppo.iterations)", self.iterations)
@@ -460,6 +481,8 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
         return isinstance(value, str), value
     if tp is dict or origin is dict:
         return isinstance(value, dict), value
+    if tp is list or origin is list:
+        return isinstance(value, list), value
     return True, value
 
 
@@ -475,7 +498,8 @@ def _as_number(value: Any) -> float | int | None:
     return None
 
 
-_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
+               list: "a list"}
 
 
 def _type_name(tp: Any) -> str:

@@ -72,7 +72,16 @@ class ContainsReader:
         return frozenset(int(t) for t in np.unique(tokens) if t > 0)
 
 
-READERS: dict[str, Callable[..., Reader]] = {"contains": ContainsReader}
+def _learned_reader(path: str | None = None) -> Reader:
+    """A trained :class:`memsel.reader.AnswerReader` file (pretraining with ``pretrain.answer_weight > 0``)."""
+    if not path:
+        raise ValueError("env_config['reader'] 'learned' needs reader_config {'path': <run>/pretrain/reader.pt}")
+    from memsel.reader import LearnedReader
+
+    return LearnedReader(path)
+
+
+READERS: dict[str, Callable[..., Reader]] = {"contains": ContainsReader, "learned": _learned_reader}
 
 
 def make_reader(spec: Any, reader_config: dict | None = None) -> Reader:

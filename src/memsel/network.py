@@ -9,6 +9,8 @@ Input is a dict of tensors, the same fields as the RL environment's observation:
     selected (B, N)    optional: 1 where a memory was chosen at an earlier step of a multi-hop
                        episode; the query becomes u = q + sum of the selected memories'
                        embeddings, as MemN2N's u_{k+1} = u_k + o_k. Without it nothing changes.
+                       A float tensor is used as weights (soft selections, for training through
+                       the choice); integer or bool ones count where > 0.
 Output: logits (B, N); padded slots get the dtype's finite minimum, so padding never changes a
 real memory's logit and a row with every slot masked stays finite (uniform softmax, no NaN).
 
@@ -112,6 +114,9 @@ class Selector(nn.Module):
         # Age embedding: the network can learn any recency profile, e.g. "most recent matching".
         self.age_embed = nn.Embedding(spec.max_memories, d) if config.recency else None
         self.family = FAMILIES[config.kind](config)
+        # Age relative to the oldest memory chosen at an earlier hop, as smooth features (older / newer /
+        # same, log distance), so that "the nearest one before it" generalises across distances.
+        self.relative_age = nn.Linear(5, d) if config.relative_age else None
 
     @property
     def feature_dim(self) -> int:
@@ -198,24 +203,44 @@ class Selector(nn.Module):
         age = None
         if self.age_embed is not None:
             age = Ages(ages.long().clamp(0, self.spec.max_memories - 1), self.age_embed)
+        scored = x
         if selected is not None:  # MemN2N: u_{k+1} = u_k + o_k, o = what earlier steps chose
-            chosen = ((selected > 0) & mask).to(x.dtype)  # (B, N); padding never counts
+            if selected.is_floating_point():  # 0/1 from RLlib, or soft weights in end-to-end pretraining
+                chosen = selected.to(x.dtype) * mask
+            else:
+                chosen = ((selected > 0) & mask).to(x.dtype)  # (B, N); padding never counts
             u = u + torch.einsum("bn,bnd->bd", chosen, x)  # (B, d)
+            if self.relative_age is not None:
+                scored = x + self._relative_age(ages, chosen)
         if x.shape[0] == 0 or x.shape[1] == 0:  # no rows or no slots: nothing to score or read
             logits = x.new_zeros(x.shape[:2])
             return (logits, torch.cat([torch.zeros_like(u), u], dim=-1)) if return_features else logits
-        context = self.family.contextualise(x, age, mask)  # (B, N, d)
+        context = self.family.contextualise(scored, age, mask)  # (B, N, d)
         hops = self.config.hops
         for hop in range(hops):
             logits = masked_fill_min(self.family.score(hop, context, u, age, mask), mask)  # (B, N)
             if hop + 1 < hops or return_features:
                 probs = F.softmax(logits, dim=-1) * mask  # (B, N); zero on padding
-                read = torch.einsum("bn,bnd->bd", probs, x)  # (B, d) what this hop reads
+                read = torch.einsum("bn,bnd->bd", probs, scored)  # (B, d) what this hop reads
                 if hop + 1 < hops:
                     u = u + read
         if not return_features:
             return logits
         return logits, torch.cat([read, u], dim=-1)
+
+    def _relative_age(self, ages: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """(B, N, d) features of each memory's age relative to the oldest chosen one (older, newer,
+        the same; log1p of the distance either way); zero in rows where nothing is chosen, so that a
+        first hop sees exactly what a one-hop network sees. Soft choices (weights) count where they
+        exceed half of the row's largest."""
+        picked = chosen > 0.5 * chosen.amax(-1, keepdim=True).clamp(min=1e-6)  # (B, N)
+        anything = (chosen.amax(-1) > 0).to(chosen.dtype)  # (B,)
+        ages = ages.long()
+        oldest = torch.where(picked, ages, torch.full_like(ages, -1)).amax(-1, keepdim=True)  # (B, 1)
+        delta = (ages - oldest).to(chosen.dtype)  # (B, N) > 0: older than the oldest chosen memory
+        feats = torch.stack([(delta > 0).to(delta.dtype), (delta < 0).to(delta.dtype), (delta == 0).to(delta.dtype),
+                             torch.log1p(delta.clamp(min=0)), torch.log1p((-delta).clamp(min=0))], dim=-1)
+        return self.relative_age(feats) * anything[:, None, None]
 
     def forward(self, obs: dict[str, torch.Tensor], return_features: bool = False) -> Any:
         """Masked logits (B, N); with ``return_features`` also (B, feature_dim) features for a value head."""

@@ -13,6 +13,7 @@ Each stage reads and writes the run directory (``runs/<name>`` by default):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -83,40 +84,83 @@ def pretrained_path(cfg: Config) -> Path | None:
     return path
 
 
-def stage_ppo(cfg: Config, data: PreparedData, sweep: bool):
-    from memsel.tune_jobs import run_ppo
+def teacher_return(cfg: Config, pretrained: Path, data: EncodedSamples) -> float:
+    """The pretrained policy's return on ``data`` (the env's view of the train split): the exact
+    expectation of sampling it for one-hop supporting rewards, else its greedy score (exact match, or
+    answer accuracy for reward_mode 'answer' with a learned reader)."""
+    from memsel.evaluate import selector_scores
+    from memsel.network import Selector
     from memsel.tune_jobs.ppo import expected_return
+
+    if cfg.env.hops == 1 and cfg.env.reward_mode == "supporting":
+        return expected_return(pretrained, data)
+    reader = None
+    if cfg.env.reward_mode == "answer" and cfg.env.reader == "learned":
+        from memsel.reader import AnswerReader
+
+        reader = AnswerReader.load(cfg.run_path / "pretrain" / "reader.pt")
+    scores = selector_scores(Selector.load(pretrained), data, cfg.env.hops, reader)
+    return float(scores["answer_accuracy"] if reader is not None else scores["selection_accuracy"])
+
+
+def variant_config(cfg: Config, variant: str) -> Config:
+    """The config of a comparison PPO run (``ppo.compare``): 'scratch' or 'no_distill'."""
+    if variant == "scratch":
+        ppo = dataclasses.replace(cfg.ppo, use_pretrained=False, compare=[])
+    elif variant == "no_distill":
+        ppo = dataclasses.replace(cfg.ppo, distill_coeff=0.0, distill_schedule="constant", compare=[])
+    else:
+        raise ValueError(f"ppo.compare: unknown variant {variant!r}")
+    return dataclasses.replace(cfg, ppo=ppo)
+
+
+def stage_ppo(cfg: Config, data: PreparedData, sweep: bool, stage: str | None = None):
+    from memsel.tune_jobs import run_ppo
 
     init_ray(cfg)
     pretrained = pretrained_path(cfg)
     # The teacher's return on the memories the env shows (its budget), not on the full lists.
-    teacher_return = expected_return(pretrained, budgeted(cfg, data.train, "train")) if pretrained else None
-    return run_ppo(cfg, data.files["train_npz"], data.spec, pretrained, sweep=sweep, teacher_return=teacher_return)
+    teacher = teacher_return(cfg, pretrained, budgeted(cfg, data.train, "train")) if pretrained else None
+    return run_ppo(cfg, data.files["train_npz"], data.spec, pretrained, sweep=sweep, teacher_return=teacher,
+                   stage=stage)
+
+
+PPO_FOLDERS = (("pretrained", "pretrain"), ("ppo_scratch", "ppo_scratch"), ("ppo_no_distill", "ppo_no_distill"),
+               ("ppo", "ppo"), ("ppo_tuned", "tune"))
 
 
 def stage_evaluate(cfg: Config, data: PreparedData, curve: list[dict] | None = None) -> dict:
     """Evaluate every selector the run directory holds; write results.{json,txt,png}; log to MLflow."""
-    from memsel.evaluate import evaluate, format_table, plot_results
+    from memsel.evaluate import evaluate, format_table, plot_results, sample_efficiency
     from memsel.tracking import log_evaluation
 
     run = cfg.run_path
-    found = {name: run / folder / "selector.pt"
-             for name, folder in (("pretrained", "pretrain"), ("ppo", "ppo"), ("ppo_tuned", "tune"))}
-    results = evaluate(budgeted(cfg, data.test, "test"), {k: p for k, p in found.items() if p.is_file()})
-    if curve is None:
-        outcome = run / "ppo" / "outcome.json"
-        curve = json.loads(outcome.read_text(encoding="utf-8"))["curve"] if outcome.is_file() else []
+    found = {name: run / folder / "selector.pt" for name, folder in PPO_FOLDERS}
+    reader = run / "pretrain" / "reader.pt"
+    results = evaluate(budgeted(cfg, data.test, "test"), {k: p for k, p in found.items() if p.is_file()},
+                       hops=cfg.env.hops, reader_path=reader if reader.is_file() else None)
+    curves = {}
+    for name in ("ppo", "ppo_scratch", "ppo_no_distill"):
+        outcome = run / name / "outcome.json"
+        if name in results and outcome.is_file():
+            curves[name] = json.loads(outcome.read_text(encoding="utf-8"))["curve"]
+    if curve is not None:
+        curves["ppo"] = curve
+    for name, steps in sample_efficiency(curves).items():
+        if name in results:
+            results[name].update(steps)
     src = Path(data.files["test_file"]).name
     files = []
     for name, text in (("results.json", json.dumps(results, indent=2)), ("results.txt", format_table(results))):
         files.append(write_text_atomic(run / name, text + "\n"))
-    files.append(plot_results(results, curve, run / "results.png", f"memsel run '{cfg.name}' on {src}"))
+    files.append(plot_results(results, curves, run / "results.png", f"memsel run '{cfg.name}' on {src}"))
     log_evaluation(cfg, results, files)
     return results
 
 
 def run_pipeline(cfg: Config) -> dict:
-    """Data -> pretrain -> PPO with distillation -> ASHA sweep -> evaluate; returns the results."""
+    """Data -> pretrain -> PPO with distillation (and the ``ppo.compare`` runs) -> ASHA sweep
+    (unless ``tune.num_samples`` is 0) -> evaluate; returns the results."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     data = prepare_data(cfg)
@@ -129,10 +173,18 @@ def run_pipeline(cfg: Config) -> dict:
     log.info("[2/4] fine-tuning with PPO + distillation in RLlib")
     outcome = stage_ppo(cfg, data, sweep=False)
     timings["ppo"] = time.perf_counter() - t
-    t = time.perf_counter()
-    log.info("[3/4] sweeping PPO hyperparameters with Ray Tune (ASHA, %d trials)", cfg.tune.num_samples)
-    stage_ppo(cfg, data, sweep=True)
-    timings["tune"] = time.perf_counter() - t
+    for variant in cfg.ppo.compare:
+        t = time.perf_counter()
+        log.info("[2/4] comparison: PPO %s", variant.replace("_", " "))
+        stage_ppo(variant_config(cfg, variant), data, sweep=False, stage=f"ppo_{variant}")
+        timings[f"ppo_{variant}"] = time.perf_counter() - t
+    if cfg.tune.num_samples > 0:
+        t = time.perf_counter()
+        log.info("[3/4] sweeping PPO hyperparameters with Ray Tune (ASHA, %d trials)", cfg.tune.num_samples)
+        stage_ppo(cfg, data, sweep=True)
+        timings["tune"] = time.perf_counter() - t
+    else:
+        log.info("[3/4] no sweep (tune.num_samples = 0)")
     t = time.perf_counter()
     log.info("[4/4] evaluating on the test split")
     results = stage_evaluate(cfg, data, outcome.curve)

@@ -1,9 +1,23 @@
-"""Supervised pretraining of the selector with PyTorch Lightning.
+"""Supervised pretraining of the selector (and the answer reader) with PyTorch Lightning.
 
-The target is a soft distribution over memories: the temporal prior exp(-lambda * age) (the
-seed's recency bias) mixed with the supporting facts where labels exist. The bare network's
-state dict is exported to ``<run_dir>/pretrain/selector.pt`` (with the run's vocabulary), the
-file PPO starts from.
+A question is answered in hops (``env.hops``; 0 = as many as its supporting facts), as in the
+environment: at hop h the network sees the memories chosen before in ``selected``. The selection
+target at each hop (``pretrain.target``) is a soft distribution over memories:
+
+- ``recency``: the temporal prior exp(-lambda * age) over the memories not yet chosen (the seed's
+  recency bias; no labels); the next hop continues from the prior's pick.
+- ``supporting``: the hop's supporting fact, in the order the data lists them (bAbI lists them in
+  reasoning order); the next hop continues from the true fact (teacher forcing).
+- ``mixed``: the supporting fact with ``recency_weight`` of the prior (the prior alone where the
+  fact is outside the memory budget).
+
+With ``answer_weight > 0`` an answer reader (memsel.reader) is trained on the answers. With labels
+it reads the true facts; with target ``recency`` it reads the selector's soft choices (softmax
+weights, also passed on as soft ``selected``), so the answer loss trains the selector too: weak
+supervision, End-To-End Memory Networks style, with the prior as a light regulariser.
+
+The bare network is exported to ``<run_dir>/pretrain/selector.pt`` (with the run's vocabulary),
+the file PPO starts from, and the reader to ``<run_dir>/pretrain/reader.pt``.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -32,6 +47,9 @@ class SampleDataset(Dataset):
     def __init__(self, data: EncodedSamples):
         self.t = {k: torch.from_numpy(v) for k, v in data.tensors().items()}
         self.t["support"] = torch.from_numpy(data.support)
+        self.t["support_rank"] = torch.from_numpy(data.support_rank.astype(np.int64))
+        self.t["n_support"] = torch.from_numpy(data.n_support.astype(np.int64))
+        self.t["answer"] = torch.from_numpy(data.answer.astype(np.int64))
 
     def __len__(self) -> int:
         return int(self.t["mask"].shape[0])
@@ -58,51 +76,127 @@ class SelectorDataModule(L.LightningDataModule):
         return DataLoader(SampleDataset(self.test or self.val), batch_size=256)
 
 
-def selection_target(batch: dict[str, torch.Tensor], cfg: PretrainConfig) -> torch.Tensor:
-    """(B, N) soft target: temporal prior, mixed with the supporting facts when labels are used."""
-    prior = recency_prior(batch["ages"], batch["mask"], cfg.recency_decay)
-    if not cfg.use_labels:
-        return prior
-    support = batch["support"].to(prior.dtype)
-    has_label = support.sum(-1, keepdim=True) > 0  # rows whose facts all fell out of the slots have none
-    labels = support / support.sum(-1, keepdim=True).clamp(min=1.0)
-    mixed = (1 - cfg.recency_weight) * labels + cfg.recency_weight * prior
-    return torch.where(has_label, mixed, prior)
+def hop_target(kind: str, label: torch.Tensor, prior: torch.Tensor, recency_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) target and (B,) row weight at one hop: ``label`` (B, N) the hop's supporting fact
+    (all False where it is outside the slots or there is none), ``prior`` (B, N) the temporal prior."""
+    has = label.any(-1)
+    if kind == "recency":
+        return prior, torch.ones_like(has, dtype=prior.dtype)
+    labels = label.to(prior.dtype)
+    if kind == "supporting":
+        return labels, has.to(prior.dtype)
+    mixed = (1 - recency_weight) * labels + recency_weight * prior
+    return torch.where(has.unsqueeze(-1), mixed, prior), torch.ones_like(has, dtype=prior.dtype)
 
 
-def selection_accuracy(logits: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """Fraction of rows whose top-scoring memory is a supporting fact."""
-    choice = logits.argmax(-1)
-    return support.gather(-1, choice.unsqueeze(-1)).squeeze(-1).float().mean()
+def exact_match(chosen: torch.Tensor, support: torch.Tensor, n_support: torch.Tensor,
+                hops: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: the choices (B, H) (-1 = none) hold min(hops, supporting facts) distinct supporting facts."""
+    valid = chosen >= 0
+    hit = support.gather(-1, chosen.clamp(min=0)) & valid
+    for h in range(1, chosen.shape[1]):
+        hit[:, h] &= ~(chosen[:, :h] == chosen[:, h:h + 1]).any(1)
+    return hit.sum(1) >= torch.minimum(hops, n_support).clamp(min=1)
 
 
 class SelectorLightningModule(L.LightningModule):
-    """Owns loss, metrics and optimiser; the network itself is the plain ``self.selector``."""
+    """Owns loss, metrics and optimiser; the networks themselves are the plain ``self.selector`` and
+    ``self.reader`` (None unless ``answer_weight > 0``)."""
 
-    def __init__(self, selector_config: dict, spec: dict, pretrain_config: dict):
+    def __init__(self, selector_config: dict, spec: dict, pretrain_config: dict, hops: int = 1,
+                 reader_hops: int = 1, answer_ids: list[int] | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.cfg = PretrainConfig(**pretrain_config)
         self.selector = Selector(SelectorConfig(**selector_config), DataSpec(**spec))
+        self.hops = hops
+        self.reader = None
+        if self.cfg.answer_weight > 0:
+            from memsel.reader import AnswerReader
 
-    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        logits = self.selector(batch)
-        target = selection_target(batch, self.cfg)
-        loss = -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
-        acc = selection_accuracy(logits, batch["support"])
-        bs = logits.shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, on_epoch=True, on_step=False)
-        self.log(f"{stage}/selection_accuracy", acc, prog_bar=True, batch_size=bs, on_epoch=True, on_step=False)
-        return loss
+            self.reader = AnswerReader(DataSpec(**spec), self.selector.config.embed_dim, max(reader_hops, 1),
+                                       answer_ids or [])
+        # weak supervision: no labels, the answer loss trains the selector through its soft choices
+        self.weak = self.cfg.target == "recency" and self.reader is not None
+
+    def _hop_counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.hops > 0:
+            return torch.full_like(batch["n_support"], self.hops)
+        return batch["n_support"].clamp(min=1)
+
+    def _losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        obs = {k: batch[k] for k in ("memories", "mask", "query", "ages")}
+        mask = batch["mask"] > 0
+        hops = self._hop_counts(batch)
+        b, n = mask.shape
+        selected = torch.zeros(b, n)
+        taken = torch.zeros(b, n, dtype=torch.bool)
+        reads, sel_loss, sel_rows, hits, labelled = [], 0.0, 0.0, 0.0, 0.0
+        for h in range(int(hops.max()) if b else 0):
+            active = (hops > h).to(selected.dtype)
+            logits = self.selector({**obs, "selected": selected})
+            logp = F.log_softmax(logits, dim=-1)
+            prior = recency_prior(batch["ages"], mask & ~taken, self.cfg.recency_decay)
+            label = (batch["support_rank"] == h + 1) & mask
+            target, weight = hop_target(self.cfg.target, label, prior, self.cfg.recency_weight)
+            weight = weight * active
+            sel_loss = sel_loss + (-(target * logp).sum(-1) * weight).sum()
+            sel_rows = sel_rows + weight.sum()
+            has = (label.any(-1) & (hops > h)).to(selected.dtype)
+            hits = hits + (label.gather(-1, logits.argmax(-1, keepdim=True)).squeeze(-1) * has).sum()
+            labelled = labelled + has.sum()
+            if self.weak:
+                read = F.softmax(logits, dim=-1) * mask
+            else:  # teacher forcing: the true fact where there is one, else the prior's pick
+                pick = F.one_hot(prior.argmax(-1), n).bool() & mask
+                read = torch.where(label.any(-1, keepdim=True), label, pick).to(selected.dtype)
+                taken = taken | (read.bool() & (hops > h).unsqueeze(-1))
+            read = read * active.unsqueeze(-1)
+            reads.append(read)
+            selected = selected + read
+        loss = sel_loss / max(float(sel_rows), 1.0)
+        parts = {"selection_loss": loss.detach(), "hop_accuracy": hits / max(float(labelled), 1.0)}
+        if self.weak:
+            loss = self.cfg.recency_weight * loss
+        if self.reader is not None:
+            answer_logits = self.reader(batch["memories"], batch["query"], torch.stack(reads, 1))
+            answer_loss = F.cross_entropy(answer_logits, batch["answer"])
+            parts["answer_loss"] = answer_loss.detach()
+            loss = loss + self.cfg.answer_weight * answer_loss
+        return loss, parts
+
+    def _log(self, stage: str, metrics: dict[str, torch.Tensor], bs: int) -> None:
+        for k, v in metrics.items():
+            self.log(f"{stage}/{k}", v, prog_bar=k in ("loss", "selection_accuracy", "answer_accuracy"),
+                     batch_size=bs, on_epoch=True, on_step=False)
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss, parts = self._losses(batch)
+        self._log("train", {"loss": loss, **parts}, batch["mask"].shape[0])
+        return loss
+
+    @torch.no_grad()
+    def _greedy(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        from memsel.evaluate import greedy_rollout
+
+        loss, parts = self._losses(batch)
+        hops = self._hop_counts(batch)
+        obs = {k: batch[k] for k in ("memories", "mask", "query", "ages")}
+        chosen = greedy_rollout(self.selector, obs, hops)
+        metrics = {"loss": loss, **parts,
+                   "selection_accuracy": exact_match(chosen, batch["support"], batch["n_support"], hops).float().mean()}
+        if self.reader is not None:
+            said = self.reader.answer(batch["memories"], batch["query"], chosen)
+            metrics["answer_accuracy"] = (said == batch["answer"]).float().mean()
+            self.reader.train(self.training)
+        self.selector.train(self.training)
+        self._log(stage, metrics, batch["mask"].shape[0])
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        self._greedy(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+        self._greedy(batch, "test")
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -138,11 +232,22 @@ def pretrain(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: Data
     """Train, keep the best validation checkpoint, export its bare network; returns the export path."""
     out = cfg.run_path / "pretrain"
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = SelectorLightningModule(asdict(cfg.selector), asdict(spec), asdict(cfg.pretrain))
+    p = cfg.pretrain
+    reader_hops = cfg.env.hops or int(max(train.n_support.max(initial=1), 1))
+    module = SelectorLightningModule(asdict(cfg.selector), asdict(spec), asdict(p), hops=cfg.env.hops,
+                                     reader_hops=reader_hops, answer_ids=sorted(set(train.answer.tolist())))
     has_val = len(val) > 0
+    # The checkpoint is chosen on what the run may know: answers only (weak supervision), labels, or the loss.
+    if not has_val:
+        monitor, mode = "train/loss", "min"
+    elif module.weak:
+        monitor, mode = "val/answer_accuracy", "max"
+    elif p.target == "recency":
+        monitor, mode = "val/loss", "min"
+    else:
+        monitor, mode = "val/selection_accuracy", "max"
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="best-{epoch}",
-        monitor="val/selection_accuracy" if has_val else "train/loss", mode="max" if has_val else "min",
+        dirpath=out / "checkpoints", filename="best-{epoch}", monitor=monitor, mode=mode,
         save_top_k=1, save_last=True)
     trainer = L.Trainer(
         max_epochs=cfg.pretrain.max_epochs, accelerator="cpu", devices=1, logger=logger or False,
@@ -156,6 +261,15 @@ def pretrain(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: Data
     net = selector_from_lightning_checkpoint(best)
     net.vocab = vocabulary_of_run(cfg.run_path)  # lets `memsel select` read raw text with this file
     path = net.save(out / "selector.pt")
+    reader_file = out / "reader.pt"
+    if module.reader is not None:
+        reader = module.reader
+        reader.load_state_dict(strip_prefix(torch.load(best, map_location="cpu", weights_only=False)["state_dict"],
+                                            "reader."))
+        reader.save(reader_file)
+        log.info("pretrain: answer reader exported to %s", reader_file)
+    elif reader_file.exists():  # a reader from an earlier run with other settings would not match this selector
+        reader_file.unlink()
     log.info("pretrain: best checkpoint %s (%s = %.4f) exported to %s", best, checkpoint.monitor,
              float(checkpoint.best_model_score or float("nan")), path)
     return path

@@ -14,6 +14,17 @@ from memsel.env import MemorySelectionEnv, make_env_config
 from memsel.rllib_models import DistillPPOTorchLearner, SelectorRLModule
 
 
+def reader_config(cfg: Config) -> dict | None:
+    """The env's reader_config: the run's trained answer reader for ``env.reader: learned``."""
+    if cfg.env.reward_mode != "answer" or cfg.env.reader != "learned":
+        return None
+    path = cfg.run_path / "pretrain" / "reader.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: env.reader 'learned' needs the answer reader that pretraining trains "
+                                "with pretrain.answer_weight > 0; run `memsel pretrain` first")
+    return {"path": str(path)}
+
+
 def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_path: str | Path | None,
                      teacher_return: float | None = None) -> PPOConfig:
     """The PPOConfig for fine-tuning: env over ``train_npz``, our RLModule and distillation learner.
@@ -32,7 +43,8 @@ def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_pat
     return (
         PPOConfig()
         .environment(MemorySelectionEnv, env_config=make_env_config(cfg.env, data_path=str(train_npz), seed=cfg.seed,
-                                                                    vocab_size=spec.vocab_size))
+                                                                    vocab_size=spec.vocab_size,
+                                                                    reader_config=reader_config(cfg)))
         .framework("torch")
         .env_runners(num_env_runners=p.num_env_runners, num_envs_per_env_runner=p.num_envs_per_env_runner,
                      num_cpus_per_env_runner=1)

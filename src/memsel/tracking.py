@@ -123,6 +123,17 @@ def log_trial_checkpoint(cfg: Config, trial_id: str, checkpoint_dir: str, select
         c.log_artifact(rid, str(selector))
 
 
+def flat_metrics(values: dict) -> dict[str, float]:
+    """Numbers as they are, lists as ``name_1``, ``name_2``, ...; None and text left out."""
+    out: dict[str, float] = {}
+    for name, v in values.items():
+        if isinstance(v, (list, tuple)):
+            out.update({f"{name}_{i + 1}": float(x) for i, x in enumerate(v) if isinstance(x, (int, float))})
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[name] = float(v)
+    return out
+
+
 def log_evaluation(cfg: Config, results: dict[str, dict[str, float]], artifacts: list[Path]) -> str:
     """One MLflow run with ``test/<method>/<metric>`` metrics and the result files; returns its id."""
     from mlflow.entities import Metric
@@ -133,8 +144,8 @@ def log_evaluation(cfg: Config, results: dict[str, dict[str, float]], artifacts:
     rid = run.info.run_id
     log_config(c, rid, cfg)
     now = int(time.time() * 1000)
-    metrics = [Metric(f"test/{method}/{name}", float(v), now, 0)
-               for method, values in results.items() for name, v in values.items()]
+    metrics = [Metric(f"test/{method}/{name}", value, now, 0)
+               for method, values in results.items() for name, value in flat_metrics(values).items()]
     c.log_batch(rid, metrics=metrics)
     for path in artifacts:
         if Path(path).exists():

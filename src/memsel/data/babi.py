@@ -33,8 +33,9 @@ class Sample:
     """The story's statements before the question, oldest first."""
     query: str
     answer: str
-    supporting: frozenset[int]
-    """Indices into ``memories`` of the supporting facts."""
+    supporting: tuple[int, ...]
+    """Indices into ``memories`` of the supporting facts, in the order the file lists them (bAbI's
+    reasoning order, which multi-hop pretraining follows)."""
     story: int
     """0-based index of the story within its file."""
     source: str
@@ -101,7 +102,7 @@ def parse_babi(path: str | Path) -> list[Sample]:
         query, answer, support_field = parts[0].strip(), parts[1].strip(), parts[2].strip()
         if not query or not answer:
             raise BabiFormatError(path, lineno, "empty question or answer")
-        supporting: set[int] = set()
+        supporting: list[int] = []
         for tok in support_field.split():
             if not (tok.isascii() and tok.isdigit()):
                 raise BabiFormatError(path, lineno, f"supporting id {tok!r} is not a number")
@@ -111,11 +112,12 @@ def parse_babi(path: str | Path) -> list[Sample]:
             if sid not in stmt_index:
                 raise BabiFormatError(path, lineno, f"supporting id {sid} is not a statement before this "
                                       f"question in its story (IDs 1..{line_id - 1})")
-            supporting.add(stmt_index[sid])
+            if stmt_index[sid] not in supporting:
+                supporting.append(stmt_index[sid])
         if not supporting:
             raise BabiFormatError(path, lineno, "a question needs at least one supporting id")
         question_ids.add(line_id)
-        samples.append(Sample(tuple(statements), query, answer, frozenset(supporting), story,
+        samples.append(Sample(tuple(statements), query, answer, tuple(supporting), story,
                               f"{path}:{lineno}"))
     if not samples:
         raise BabiFormatError(path, None, "no questions found (empty file or not in bAbI format)")

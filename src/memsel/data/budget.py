@@ -114,8 +114,9 @@ def gather(data: EncodedSamples, idx: np.ndarray) -> EncodedSamples:
     mask = present & data.mask[rows, safe]
     ages = np.where(mask, data.ages[rows, safe], 0)
     support = mask & data.support[rows, safe]
+    rank = np.where(support, data.support_rank[rows, safe], 0).astype(np.int8)
     dropped = int((data.n_support - support.sum(1)).sum())
-    return EncodedSamples(memories, mask, data.query, ages, support, data.answer, dropped, data.n_support)
+    return EncodedSamples(memories, mask, data.query, ages, support, data.answer, dropped, data.n_support, rank)
 
 
 def apply_budget(data: EncodedSamples, budget: Budget, rng: np.random.Generator | int | None = None) -> EncodedSamples:

@@ -82,10 +82,16 @@ class EncodedSamples:
     """Supporting facts that fell outside the memory slots (too old)."""
     n_support: np.ndarray | None = None  # (S,) int64 supporting facts per question, in the slots or not
     """How many supporting facts each question has (None: as many as ``support`` shows, for old files)."""
+    support_rank: np.ndarray | None = None  # (S, N) int8: k where a slot holds the k-th listed supporting fact
+    """The order in which the data lists each question's supporting facts (1 = first, 0 = not supporting).
+    bAbI lists them in reasoning order (qa2: the object's fact, then where its holder went), which is
+    the order multi-hop pretraining teaches. None: story order, for old files."""
 
     def __post_init__(self) -> None:
         if self.n_support is None:
             self.n_support = self.support.sum(1).astype(np.int64)
+        if self.support_rank is None:
+            self.support_rank = np.where(self.support, np.cumsum(self.support, axis=1), 0).astype(np.int8)
 
     def __len__(self) -> int:
         return int(self.mask.shape[0])
@@ -98,19 +104,21 @@ class EncodedSamples:
         with atomic_path(path) as tmp:
             np.savez(tmp, memories=self.memories, mask=self.mask, query=self.query, ages=self.ages,
                      support=self.support, answer=self.answer, dropped_support=np.int64(self.dropped_support),
-                     n_support=self.n_support)
+                     n_support=self.n_support, support_rank=self.support_rank)
 
     @classmethod
     def load(cls, path: str | Path) -> "EncodedSamples":
         with np.load(path) as z:
             return cls(z["memories"], z["mask"], z["query"], z["ages"], z["support"], z["answer"],
-                       int(z["dropped_support"]), z["n_support"] if "n_support" in z.files else None)
+                       int(z["dropped_support"]), z["n_support"] if "n_support" in z.files else None,
+                       z["support_rank"] if "support_rank" in z.files else None)
 
     def take(self, rows: np.ndarray | slice) -> "EncodedSamples":
         """The samples at ``rows`` (the count of dropped facts is recomputed for them)."""
         support, n_support = self.support[rows], self.n_support[rows]
         return EncodedSamples(self.memories[rows], self.mask[rows], self.query[rows], self.ages[rows], support,
-                              self.answer[rows], int((n_support - support.sum(1)).sum()), n_support)
+                              self.answer[rows], int((n_support - support.sum(1)).sum()), n_support,
+                              self.support_rank[rows])
 
 
 def spec_for(samples: list[Sample], max_memories: int = 0, max_sentence_len: int = 0,
@@ -130,6 +138,7 @@ def encode(samples: list[Sample], vocab: Vocab, spec: DataSpec) -> EncodedSample
     query = np.zeros((s_count, length), dtype=np.int64)
     ages = np.zeros((s_count, n), dtype=np.int64)
     support = np.zeros((s_count, n), dtype=bool)
+    rank = np.zeros((s_count, n), dtype=np.int8)
     answer = np.zeros((s_count,), dtype=np.int64)
     n_support = np.array([len(s.supporting) for s in samples], dtype=np.int64)
     dropped = 0
@@ -142,16 +151,17 @@ def encode(samples: list[Sample], vocab: Vocab, spec: DataSpec) -> EncodedSample
         k = len(kept)
         mask[i, :k] = True
         ages[i, :k] = np.arange(k - 1, -1, -1)
-        for idx in s.supporting:
+        for r, idx in enumerate(s.supporting, start=1):
             if idx >= first:
                 support[i, idx - first] = True
+                rank[i, idx - first] = min(r, 127)
             else:
                 dropped += 1
         q = vocab.encode(s.query)[:length]
         query[i, : len(q)] = q
         a = vocab.encode(s.answer)
         answer[i] = a[0] if a else 1
-    return EncodedSamples(memories, mask, query, ages, support, answer, dropped, n_support)
+    return EncodedSamples(memories, mask, query, ages, support, answer, dropped, n_support, rank)
 
 
 def save_spec(spec: DataSpec, path: Path) -> None:

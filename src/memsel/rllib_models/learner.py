@@ -204,5 +204,6 @@ class DistillPPOTorchLearner(PPOTorchLearner):
             # This minibatch already moved the policy too far: skip it and the rest of the update.
             self._stopped = True
         stats["update_stopped_early"] = float(self._stopped)
-        self.metrics.log_dict({k: float(v) for k, v in stats.items()}, key=module_id, window=1)
+        self.metrics.log_dict({k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in stats.items()},
+                              key=module_id, window=1)
         return total

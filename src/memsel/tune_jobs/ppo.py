@@ -128,13 +128,14 @@ def expected_return(selector_path: Path, data: EncodedSamples) -> float:
 
 
 def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None, sweep: bool,
-            teacher_return: float | None = None) -> PPOOutcome:
+            teacher_return: float | None = None, stage: str | None = None) -> PPOOutcome:
     """Run PPO through Tune (one trial, or a sweep) and export the best trial's selector.
 
     ``teacher_return``: the pretrained policy's expected return on the env's view of the data (what
     the adaptive distillation weight compares the student with); None = computed on ``train_npz``.
+    ``stage``: the folder (and MLflow run name) it writes; default ``tune`` or ``ppo``.
     """
-    stage = "tune" if sweep else "ppo"
+    stage = stage or ("tune" if sweep else "ppo")
     iterations = (cfg.tune.iterations or cfg.ppo.iterations) if sweep else cfg.ppo.iterations
     space = search_space(cfg.tune) if sweep else {}
     # Samplers stand in for the searched fields; the PPOConfig builder passes them through and

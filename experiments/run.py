@@ -1,0 +1,233 @@
+"""Run memsel's experiments on real bAbI and write docs/RESULTS.md from what they printed.
+
+Every run is one command anyone can rerun:
+
+    memsel pipeline --data PATH --task N --config configs/experiments/<name>.yaml --seed S --json
+
+This script runs those commands (skipping runs whose JSON is already saved, unless --force), keeps
+each run's JSON output in experiments/results/<name>/task<N>_seed<S>.json, and writes the tables
+(median over seeds, with the min-max spread) to docs/RESULTS.md.
+
+    python experiments/run.py --data ../shared/babi/tasks_1-20_v1-2/en                # everything
+    python experiments/run.py --data ... --experiments strong --tasks 2 --seeds 0 1 2  # a part
+    python experiments/run.py --report-only                                            # tables only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results"
+EXPERIMENTS = ("strong", "weak", "efficiency")
+# End-To-End Memory Networks (Sukhbaatar et al. 2015), Table 1, bAbI 1k, test error (%): the best
+# published variant per task (tasks 1, 2, 3).
+MEMN2N_BEST = {1: 0.0, 2: 8.3, 3: 21.9}
+STRONG_TARGET = {1: 0.5, 2: 2.0, 3: 5.0}
+
+
+def result_path(name: str, task: int, seed: int) -> Path:
+    return RESULTS / name / f"task{task}_seed{seed}.json"
+
+
+def command(name: str, data: str, task: int, seed: int, run_root: Path) -> list[str]:
+    memsel = str(Path(sys.executable).parent / "memsel")
+    return [memsel, "pipeline", "--data", data, "--task", str(task), "--config",
+            str(ROOT / "configs" / "experiments" / f"{name}.yaml"), "--seed", str(seed),
+            "--run-dir", str(run_root / name / f"task{task}" / f"seed{seed}"), "--json"]
+
+
+def run_one(name: str, data: str, task: int, seed: int, run_root: Path, force: bool) -> dict | None:
+    out = result_path(name, task, seed)
+    if out.is_file() and not force:
+        print(f"[{name} task {task} seed {seed}] saved already: {out.relative_to(ROOT)}", flush=True)
+        return json.loads(out.read_text())
+    cmd = command(name, data, task, seed, run_root)
+    print(f"[{name} task {task} seed {seed}] {' '.join(cmd)}", flush=True)
+    t = time.perf_counter()
+    log = run_root / name / f"task{task}_seed{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as err:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=os.environ.copy())
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        print(f"[{name} task {task} seed {seed}] FAILED (exit {proc.returncode}) after {wall:.0f} s; log: {log}",
+              flush=True)
+        return None
+    result = json.loads(proc.stdout)
+    result.setdefault("timings", {})["wall"] = wall
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out)  # a finished run's JSON, never a partial one
+    print(f"[{name} task {task} seed {seed}] done in {wall:.0f} s", flush=True)
+    return result
+
+
+# ---------------------------------------------------------------------------------------- report
+def load_all() -> dict[str, dict[int, dict[int, dict]]]:
+    runs: dict[str, dict[int, dict[int, dict]]] = {}
+    for path in sorted(RESULTS.glob("*/task*_seed*.json")):
+        task, seed = path.stem.removeprefix("task").split("_seed")
+        runs.setdefault(path.parent.name, {}).setdefault(int(task), {})[int(seed)] = json.loads(path.read_text())
+    return runs
+
+
+def spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    """'median [min-max] (n)' of the values that exist."""
+    vals = [v for v in values if v is not None and v == v]
+    if not vals:
+        return "-"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return f"{fmt.format(med)} (1 seed)"
+    return f"{fmt.format(med)} [{fmt.format(min(vals))}-{fmt.format(max(vals))}]"
+
+
+def error(run: dict, method: str, metric: str) -> float | None:
+    v = run.get(method, {}).get(metric)
+    return None if v is None else 100.0 * (1.0 - v)
+
+
+def seeds_note(by_seed: dict[int, dict]) -> str:
+    return ", ".join(str(s) for s in sorted(by_seed))
+
+
+def strong_table(runs: dict[int, dict[int, dict]]) -> list[str]:
+    lines = ["| task | seeds | pretrained alone | PPO + distillation | target | recency prior alone | "
+             "random | time per run (s) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task in sorted(runs):
+        r = list(runs[task].values())
+        lines.append(
+            f"| {task} | {seeds_note(runs[task])} | {spread([error(x, 'pretrained', 'selection_accuracy') for x in r])} "
+            f"| {spread([error(x, 'ppo', 'selection_accuracy') for x in r])} | <= {STRONG_TARGET.get(task, '?')} "
+            f"| {spread([error(x, 'recency_prior', 'selection_accuracy') for x in r])} "
+            f"| {spread([error(x, 'random', 'selection_accuracy') for x in r])} "
+            f"| {spread([x.get('timings', {}).get('total') for x in r], '{:.0f}')} |")
+    return lines
+
+
+def per_hop_table(runs: dict[int, dict[int, dict]], method: str) -> list[str]:
+    lines = ["| task | hop 1 | hop 2 | hop 3 |", "|---|---|---|---|"]
+    for task in sorted(runs):
+        r = list(runs[task].values())
+        cells = []
+        for h in range(3):
+            vals = [100.0 * x[method]["hop_accuracy"][h] for x in r
+                    if method in x and len(x[method].get("hop_accuracy", [])) > h]
+            cells.append(spread(vals) if vals else "-")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def weak_table(runs: dict[int, dict[int, dict]]) -> list[str]:
+    lines = ["| task | seeds | pretrained alone (end to end) | PPO + distillation (answer reward) | "
+             "MemN2N best (published) | selection error, PPO | reader on true facts | time per run (s) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for task in sorted(runs):
+        r = list(runs[task].values())
+        lines.append(
+            f"| {task} | {seeds_note(runs[task])} | {spread([error(x, 'pretrained', 'answer_accuracy') for x in r])} "
+            f"| {spread([error(x, 'ppo', 'answer_accuracy') for x in r])} | {MEMN2N_BEST.get(task, '?')} "
+            f"| {spread([error(x, 'ppo', 'selection_accuracy') for x in r])} "
+            f"| {spread([error(x, 'oracle', 'answer_accuracy') for x in r])} "
+            f"| {spread([x.get('timings', {}).get('total') for x in r], '{:.0f}')} |")
+    return lines
+
+
+def efficiency_table(runs: dict[int, dict[int, dict]]) -> list[str]:
+    lines = ["| task | seeds | PPO from scratch | PPO, pretrained | PPO, pretrained + distillation | "
+             "ratio (distill / scratch) | final train return (scratch / pretrained / + distill) |",
+             "|---|---|---|---|---|---|---|"]
+    for task in sorted(runs):
+        r = list(runs[task].values())
+
+        def steps(x: dict, m: str) -> float | None:
+            v = x.get(m, {}).get("env_steps_to_95_best")
+            return v if v is not None else None
+
+        def steps_cell(m: str) -> str:
+            vals = [steps(x, m) for x in r]
+            never = sum(v is None and m in x for v, x in zip(vals, r))
+            cell = spread([v for v in vals if v is not None], "{:.0f}")
+            if never:
+                total = max((x.get(m, {}).get("env_steps_total") or 0) for x in r)
+                cell += f"; {never} seed(s) never within {total:.0f} steps"
+            return cell
+
+        ratios = []
+        for x in r:
+            a, b = steps(x, "ppo"), steps(x, "ppo_scratch")
+            if a is not None:
+                b = b if b is not None else x.get("ppo_scratch", {}).get("env_steps_total")
+                if b:
+                    ratios.append(a / b)
+        finals = " / ".join(spread([x.get(m, {}).get("final_train_return") for x in r], "{:.3f}")
+                            for m in ("ppo_scratch", "ppo_no_distill", "ppo"))
+        lines.append(f"| {task} | {seeds_note(runs[task])} | {steps_cell('ppo_scratch')} | {steps_cell('ppo_no_distill')} "
+                     f"| {steps_cell('ppo')} | {spread(ratios, '{:.3f}')} | {finals} |")
+    return lines
+
+
+def write_report(path: Path) -> None:
+    runs = load_all()
+    header = (ROOT / "experiments" / "RESULTS-header.md").read_text()
+    out = [header.rstrip(), ""]
+    if "strong" in runs:
+        out += ["## 1. Strong supervision: selection error (%)", "",
+                "Selection error = 100 - exact match (every hop chose a supporting fact, none missing), on the "
+                "1,000 test questions. Median over seeds [min-max].", ""]
+        out += strong_table(runs["strong"]) + ["", "Per-hop accuracy (%) of PPO + distillation:", ""]
+        out += per_hop_table(runs["strong"], "ppo") + [""]
+    if "weak" in runs:
+        out += ["## 2. Weak supervision (answers only): answer error (%)", "",
+                "No supporting-fact labels: pretraining trains the selector and the answer reader end to end on "
+                "answers; PPO's reward is 1 when the reader answers right from the memories it chose.", ""]
+        out += weak_table(runs["weak"]) + [""]
+    if "efficiency" in runs:
+        out += ["## 3. Sample efficiency: env steps to 95% of the best final return", "",
+                "Env steps until a PPO run's training return (its selection accuracy on training episodes) "
+                "first reaches 95% of the best final return among the three runs of that seed.", ""]
+        out += efficiency_table(runs["efficiency"]) + [""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(out) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "babi" / "tasks_1-20_v1-2" / "en"),
+                   help="bAbI en folder (default ../shared/babi/tasks_1-20_v1-2/en)")
+    p.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
+    p.add_argument("--tasks", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--run-root", default=str(ROOT / "runs" / "experiments"), help="where the run dirs go")
+    p.add_argument("--force", action="store_true", help="rerun runs whose JSON is saved already")
+    p.add_argument("--report-only", action="store_true", help="only write docs/RESULTS.md from saved JSON")
+    p.add_argument("--report", default=str(ROOT / "docs" / "RESULTS.md"))
+    args = p.parse_args()
+    failed = 0
+    if not args.report_only:
+        if not Path(args.data).is_dir():
+            print(f"--data {args.data}: not a folder (the bAbI en tasks)", file=sys.stderr)
+            return 2
+        for name in args.experiments:
+            for task in args.tasks:
+                for seed in args.seeds:
+                    failed += run_one(name, args.data, task, seed, Path(args.run_root), args.force) is None
+    write_report(Path(args.report))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
