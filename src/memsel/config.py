@@ -228,6 +228,12 @@ class PretrainConfig:
     recency_weight: float = 0.02
     """'mixed': weight of the temporal prior in the target; with answer_weight > 0 and target 'recency',
     the weight of the prior's loss next to the answer loss."""
+    answer_hint: float = 0.0
+    """Weak supervision (target 'recency' with answer_weight > 0): weight of the marginal likelihood that
+    the last hop picks a memory holding the answer word (uses answers only)."""
+    query_hint: float = 0.0
+    """Weak supervision: weight of the marginal likelihood that the first hop, and every hop before the
+    last, picks a memory sharing a content word (one in at most 40% of the train memories) with the question."""
     answer_weight: float = 0.0
     """> 0 trains the answer reader (pretrain/reader.pt) on answers, with this weight. With target
     'recency' the answer loss also trains the selector through its soft choices (weak supervision,
@@ -243,6 +249,8 @@ class PretrainConfig:
                self.recency_weight)
         _check(self.target in PRETRAIN_TARGETS, f"{p}.target", f"one of {list(PRETRAIN_TARGETS)}", self.target)
         _check(self.answer_weight >= 0, f"{p}.answer_weight", "a number >= 0", self.answer_weight)
+        _check(self.answer_hint >= 0, f"{p}.answer_hint", "a number >= 0", self.answer_hint)
+        _check(self.query_hint >= 0, f"{p}.query_hint", "a number >= 0", self.query_hint)
 
 
 @dataclass

@@ -116,7 +116,7 @@ class Selector(nn.Module):
         self.family = FAMILIES[config.kind](config)
         # Age relative to the oldest memory chosen at an earlier hop, as smooth features (older / newer /
         # same, log distance), so that "the nearest one before it" generalises across distances.
-        self.relative_age = nn.Linear(5, d) if config.relative_age else None
+        self.relative_age = nn.Linear(7, d) if config.relative_age else None
 
     @property
     def feature_dim(self) -> int:
@@ -239,7 +239,8 @@ class Selector(nn.Module):
         oldest = torch.where(picked, ages, torch.full_like(ages, -1)).amax(-1, keepdim=True)  # (B, 1)
         delta = (ages - oldest).to(chosen.dtype)  # (B, N) > 0: older than the oldest chosen memory
         feats = torch.stack([(delta > 0).to(delta.dtype), (delta < 0).to(delta.dtype), (delta == 0).to(delta.dtype),
-                             torch.log1p(delta.clamp(min=0)), torch.log1p((-delta).clamp(min=0))], dim=-1)
+                             torch.log1p(delta.clamp(min=0)), torch.log1p((-delta).clamp(min=0)),
+                             delta.clamp(min=0) / 8, (-delta).clamp(min=0) / 8], dim=-1)
         return self.relative_age(feats) * anything[:, None, None]
 
     def forward(self, obs: dict[str, torch.Tensor], return_features: bool = False) -> Any:

@@ -99,12 +99,25 @@ def exact_match(chosen: torch.Tensor, support: torch.Tensor, n_support: torch.Te
     return hit.sum(1) >= torch.minimum(hops, n_support).clamp(min=1)
 
 
+def content_words(data: EncodedSamples, max_share: float = 0.4) -> list[int]:
+    """Token ids that occur in at most ``max_share`` of the train memories (not 'the', 'to', verbs of
+    motion...): the words a question and a memory can meaningfully share."""
+    present = data.mask.sum()
+    if present == 0:
+        return []
+    ids = data.memories[data.mask]  # (M, L)
+    counts = np.zeros(int(max(ids.max(initial=0), data.query.max(initial=0))) + 1, dtype=np.int64)
+    for row in ids:
+        counts[np.unique(row[row > 0])] += 1
+    return [int(t) for t in np.nonzero((counts > 0) & (counts <= max_share * present))[0]]
+
+
 class SelectorLightningModule(L.LightningModule):
     """Owns loss, metrics and optimiser; the networks themselves are the plain ``self.selector`` and
     ``self.reader`` (None unless ``answer_weight > 0``)."""
 
     def __init__(self, selector_config: dict, spec: dict, pretrain_config: dict, hops: int = 1,
-                 reader_hops: int = 1, answer_ids: list[int] | None = None):
+                 reader_hops: int = 1, answer_ids: list[int] | None = None, content_ids: list[int] | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.cfg = PretrainConfig(**pretrain_config)
@@ -118,6 +131,17 @@ class SelectorLightningModule(L.LightningModule):
                                        answer_ids or [])
         # weak supervision: no labels, the answer loss trains the selector through its soft choices
         self.weak = self.cfg.target == "recency" and self.reader is not None
+        content = torch.zeros(DataSpec(**spec).vocab_size, dtype=torch.bool)
+        if content_ids:
+            content[torch.as_tensor(content_ids, dtype=torch.long)] = True
+        self.register_buffer("content", content, persistent=False)
+
+    def _shares_query_word(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """(B, N) memories that share a content word with the question."""
+        q = batch["query"]
+        words = self.content[q] & (q > 0)  # (B, L) the query's content words
+        shares = ((batch["memories"].unsqueeze(-1) == q[:, None, None, :]) & words[:, None, None, :]).any(-1)
+        return shares.any(-1) & mask
 
     def _hop_counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.hops > 0:
@@ -132,10 +156,19 @@ class SelectorLightningModule(L.LightningModule):
         selected = torch.zeros(b, n)
         taken = torch.zeros(b, n, dtype=torch.bool)
         reads, sel_loss, sel_rows, hits, labelled = [], 0.0, 0.0, 0.0, 0.0
+        last_logp = torch.zeros(b, n)  # each row's log-probabilities at its last hop
+        query_hint, hinted = 0.0, 0.0
+        shares = self._shares_query_word(batch, mask) if self.weak and self.cfg.query_hint > 0 else None
         for h in range(int(hops.max()) if b else 0):
             active = (hops > h).to(selected.dtype)
             logits = self.selector({**obs, "selected": selected})
             logp = F.log_softmax(logits, dim=-1)
+            last_logp = torch.where((hops == h + 1).unsqueeze(-1), logp, last_logp)
+            if shares is not None:  # the first hop and every hop before the last
+                rows = shares.any(-1) & ((hops > h + 1) | (h == 0))
+                if rows.any():
+                    query_hint = query_hint - torch.logsumexp(logp.masked_fill(~shares, -1e9), dim=-1)[rows].sum()
+                    hinted = hinted + float(rows.sum())
             prior = recency_prior(batch["ages"], mask & ~taken, self.cfg.recency_decay)
             label = (batch["support_rank"] == h + 1) & mask
             target, weight = hop_target(self.cfg.target, label, prior, self.cfg.recency_weight)
@@ -158,6 +191,20 @@ class SelectorLightningModule(L.LightningModule):
         parts = {"selection_loss": loss.detach(), "hop_accuracy": hits / max(float(labelled), 1.0)}
         if self.weak:
             loss = self.cfg.recency_weight * loss
+            if self.cfg.answer_hint > 0:
+                # The answer is read from the last memory chosen: the marginal likelihood that the
+                # last hop picks one of the memories holding the answer word (answers only, no labels).
+                holds = (batch["memories"] == batch["answer"][:, None, None]).any(-1) & mask  # (B, N)
+                rows = holds.any(-1)
+                if rows.any():
+                    hint = -torch.logsumexp(last_logp.masked_fill(~holds, -1e9), dim=-1)[rows].mean()
+                    parts["answer_hint_loss"] = hint.detach()
+                    loss = loss + self.cfg.answer_hint * hint
+            if hinted > 0:
+                # Hops before the last start from the question: the marginal likelihood that each picks
+                # a memory sharing a content word (not among the most frequent words) with the query.
+                parts["query_hint_loss"] = (query_hint / hinted).detach()
+                loss = loss + self.cfg.query_hint * query_hint / hinted
         if self.reader is not None:
             answer_logits = self.reader(batch["memories"], batch["query"], torch.stack(reads, 1))
             answer_loss = F.cross_entropy(answer_logits, batch["answer"])
@@ -235,7 +282,8 @@ def pretrain(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: Data
     p = cfg.pretrain
     reader_hops = cfg.env.hops or int(max(train.n_support.max(initial=1), 1))
     module = SelectorLightningModule(asdict(cfg.selector), asdict(spec), asdict(p), hops=cfg.env.hops,
-                                     reader_hops=reader_hops, answer_ids=sorted(set(train.answer.tolist())))
+                                     reader_hops=reader_hops, answer_ids=sorted(set(train.answer.tolist())),
+                                     content_ids=content_words(train))
     has_val = len(val) > 0
     # The checkpoint is chosen on what the run may know: answers only (weak supervision), labels, or the loss.
     if not has_val:

@@ -1,0 +1,139 @@
+"""Pretraining targets (recency / supporting / mixed), hop-by-hop supervision, the answer reader
+(trained on answers, used by the env's answer reward and by evaluation) and the PPO comparison runs.
+Real Lightning runs on generated tasks, a few epochs each."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from memsel.config import ConfigError, load_config
+from memsel.data.prepare import prepare_data
+from memsel.evaluate import baseline_scores, selector_scores
+from memsel.network import Selector
+from memsel.pretrain import exact_match, hop_target, pretrain
+
+
+def test_hop_targets():
+    label = torch.tensor([[False, True, False], [False, False, False]])  # row 1: its fact is outside
+    prior = torch.tensor([[0.2, 0.3, 0.5], [0.1, 0.2, 0.7]])
+    t, w = hop_target("supporting", label, prior, 0.1)
+    assert torch.equal(t[0], torch.tensor([0.0, 1.0, 0.0])) and w.tolist() == [1.0, 0.0]  # no label: no loss
+    t, w = hop_target("mixed", label, prior, 0.1)
+    assert torch.allclose(t[0], 0.9 * torch.tensor([0.0, 1.0, 0.0]) + 0.1 * prior[0])
+    assert torch.equal(t[1], prior[1]) and w.tolist() == [1.0, 1.0]  # the prior where the fact is missing
+    t, w = hop_target("recency", label, prior, 0.1)
+    assert torch.equal(t, prior) and w.tolist() == [1.0, 1.0]
+
+
+def test_exact_match_matches_the_env_rule():
+    support = torch.tensor([[True, False, True, False], [True, False, False, False]])
+    chosen = torch.tensor([[2, 0], [0, 0]])
+    assert exact_match(chosen, support, torch.tensor([2, 1]), torch.tensor([2, 2])).tolist() == [True, True]
+    chosen = torch.tensor([[2, 2], [1, 0]])  # the same fact twice; one hop wrong but one fact is enough
+    assert exact_match(chosen, support, torch.tensor([2, 1]), torch.tensor([2, 2])).tolist() == [False, True]
+    assert exact_match(torch.tensor([[0, -1]]), support[:1], torch.tensor([2]), torch.tensor([1])).tolist() == [True]
+
+
+def test_config_refuses_unknown_targets_and_variants():
+    with pytest.raises(ConfigError, match="pretrain.target"):
+        load_config(None, ["pretrain.target=labels"])
+    with pytest.raises(ConfigError, match="pretrain.answer_weight"):
+        load_config(None, ["pretrain.answer_weight=-1"])
+    with pytest.raises(ConfigError, match="ppo.compare"):
+        load_config(None, ["ppo.compare=[scratch, teacher]"])
+    with pytest.raises(ConfigError, match="ppo.compare"):
+        load_config(None, ["ppo.compare=scratch"])  # a list is expected
+    assert load_config(None, ["ppo.compare=[scratch, no_distill]"]).ppo.compare == ["scratch", "no_distill"]
+
+
+@pytest.fixture(scope="module")
+def task2(tmp_path_factory):
+    def run(target: str, answer_weight: float = 0.0, epochs: int = 12):
+        path = tmp_path_factory.mktemp(f"pre_{target}_{answer_weight}")
+        cfg = load_config(None, [f"run_dir={path}", "data.task=2", "data.train_stories=120", "data.test_stories=30",
+                                 "env.hops=0", f"pretrain.target={target}", f"pretrain.answer_weight={answer_weight}",
+                                 f"pretrain.max_epochs={epochs}", "selector.kind=mha", "seed=1"])
+        data = prepare_data(cfg)
+        return cfg, data, pretrain(cfg, data.train, data.val, data.spec)
+    return run
+
+
+def test_supporting_target_learns_both_hops_of_task_2(task2):
+    """Hop-by-hop supervision in the data's order: the second hop beats the recency prior by far."""
+    cfg, data, path = task2("mixed")
+    got = selector_scores(Selector.load(path), data.test, hops=0)
+    base = baseline_scores(data.test, hops=0)
+    assert len(got["hop_accuracy"]) == 2
+    assert got["hop_accuracy"][0] > 0.8
+    assert got["selection_accuracy"] > base["recency_prior"]["selection_accuracy"] + 0.3
+    assert not (cfg.run_path / "pretrain" / "reader.pt").exists()  # no answer loss, no reader
+
+
+def test_recency_target_learns_the_prior(task2):
+    """Trained on the temporal prior alone, the selector picks what the prior picks."""
+    cfg, data, path = task2("recency", epochs=6)
+    got = selector_scores(Selector.load(path), data.test, hops=0)
+    base = baseline_scores(data.test, hops=0)["recency_prior"]
+    assert got["hop_accuracy"][0] == pytest.approx(base["hop_accuracy"][0], abs=0.1)
+
+
+def test_reader_trained_on_answers_reads_the_true_facts_and_serves_the_env(task2):
+    from memsel.env import MemorySelectionEnv
+    from memsel.reader import AnswerReader
+
+    cfg, data, path = task2("mixed", answer_weight=1.0)
+    reader_path = cfg.run_path / "pretrain" / "reader.pt"
+    reader = AnswerReader.load(reader_path)
+    test = data.test
+    oracle = baseline_scores(test, hops=0, reader=reader)["oracle"]
+    answers = sorted(set(test.answer.tolist()))
+    assert oracle["answer_accuracy"] > 2.0 / len(answers)  # far above a guess among the places
+    assert set(reader.candidates.nonzero().squeeze(-1).tolist()) == set(data.train.answer.tolist())
+    # the env's answer reward asks the same reader about the chosen slots
+    env = MemorySelectionEnv({"data": test, "hops": 0, "reward_mode": "answer", "reward_timing": "final",
+                              "reader": "learned", "reader_config": {"path": str(reader_path)}, "seed": 0})
+    for _ in range(10):
+        obs, info = env.reset()
+        i = info["sample"]
+        picks = [int(np.argmax(test.support_rank[i] == h + 1)) for h in range(info["hops"])]
+        for a in picks:
+            _, reward, done, _, _ = env.step(a)
+        said = reader.answer(torch.from_numpy(test.memories[i:i + 1]), torch.from_numpy(test.query[i:i + 1]),
+                             torch.tensor([picks]))
+        assert done and reward == float(int(said[0]) == int(test.answer[i]))
+
+
+def test_weak_supervision_learns_task_1_from_answers_alone(tmp_path):
+    """No labels: the answer loss through the soft choices teaches the selector where the answer is."""
+    cfg = load_config(None, [f"run_dir={tmp_path}", "data.train_stories=120", "data.test_stories=30",
+                             "pretrain.target=recency", "pretrain.answer_weight=1.0", "pretrain.max_epochs=15",
+                             "seed=2"])
+    data = prepare_data(cfg)
+    path = pretrain(cfg, data.train, data.val, data.spec)
+    from memsel.reader import AnswerReader
+
+    reader = AnswerReader.load(cfg.run_path / "pretrain" / "reader.pt")
+    got = selector_scores(Selector.load(path), data.test, hops=1, reader=reader)
+    base = baseline_scores(data.test, hops=1, reader=reader)
+    assert got["selection_accuracy"] > base["most_recent"]["selection_accuracy"] + 0.2
+    assert got["answer_accuracy"] > base["most_recent"]["answer_accuracy"] + 0.2
+
+
+def test_learned_reader_without_a_path_is_refused():
+    from memsel.env import make_reader
+
+    with pytest.raises(ValueError, match="reader_config"):
+        make_reader("learned", {})
+
+
+def test_ppo_variant_configs():
+    from memsel.pipeline import variant_config
+
+    cfg = load_config(None, ["ppo.compare=[scratch, no_distill]", "ppo.distill_schedule=adaptive"])
+    scratch = variant_config(cfg, "scratch")
+    assert not scratch.ppo.use_pretrained and scratch.ppo.compare == []
+    plain = variant_config(cfg, "no_distill")
+    assert plain.ppo.use_pretrained and plain.ppo.distill_coeff == 0.0 and plain.ppo.distill_schedule == "constant"
+    assert cfg.ppo.compare == ["scratch", "no_distill"]  # the original is left alone
