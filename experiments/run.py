@@ -63,12 +63,74 @@ def run_one(name: str, data: str, task: int, seed: int, run_root: Path, force: b
         return None
     result = json.loads(proc.stdout)
     result.setdefault("timings", {})["wall"] = wall
+    attach_curves(result, run_root / name / f"task{task}" / f"seed{seed}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out)  # a finished run's JSON, never a partial one
     print(f"[{name} task {task} seed {seed}] done in {wall:.0f} s", flush=True)
     return result
+
+
+def attach_curves(result: dict, run_dir: Path) -> dict:
+    """Copy each PPO run's learning curve ([env steps, train return] per iteration) into ``result``."""
+    curves = {}
+    for method in ("ppo", "ppo_scratch", "ppo_no_distill"):
+        outcome = run_dir / method / "outcome.json"
+        if outcome.is_file():
+            curves[method] = [[row["env_steps"], row.get("return")]
+                              for row in json.loads(outcome.read_text())["curve"]]
+    if curves:
+        result["curves"] = curves
+    return result
+
+
+def backfill_curves(run_root: Path) -> None:
+    """Saved results from before curves were kept: add them from their run directories, if still there."""
+    for path in sorted(RESULTS.glob("*/task*_seed*.json")):
+        result = json.loads(path.read_text())
+        if "curves" in result:
+            continue
+        task, seed = path.stem.removeprefix("task").split("_seed")
+        if "curves" in attach_curves(result, run_root / path.parent.name / f"task{task}" / f"seed{seed}"):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(result, indent=2))
+            tmp.replace(path)
+
+
+def plot_curves(runs: dict[str, dict[int, dict[int, dict]]], path: Path) -> Path | None:
+    """Training return against env steps for every PPO run of every seed, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    source = runs.get("efficiency") or {}
+    tasks = [t for t in sorted(source) if any("curves" in r for r in source[t].values())]
+    if not tasks:
+        return None
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    styles = {"ppo_scratch": ("PPO from scratch", "#DD8452"), "ppo_no_distill": ("pretrained, no distillation", "#55A868"),
+              "ppo": ("pretrained + distillation", "#4C72B0")}
+    for ax, task in zip(axes[0], tasks):
+        for seed, result in sorted(source[task].items()):
+            for method, (label, color) in styles.items():
+                curve = result.get("curves", {}).get(method)
+                if curve:
+                    ax.plot([c[0] for c in curve], [c[1] for c in curve], color=color, alpha=0.8,
+                            label=label if seed == min(source[task]) else None)
+        ax.set_title(f"bAbI task {task} (one line per seed)")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("training return (selection accuracy)")
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -91,6 +153,14 @@ def spread(values: list[float], fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(med)} [{fmt.format(min(vals))}-{fmt.format(max(vals))}]"
 
 
+def verdict(values: list[float | None], limit: float | None) -> str:
+    """'yes' when the median of the values is at most ``limit``."""
+    vals = [v for v in values if v is not None]
+    if not vals or limit is None:
+        return "-"
+    return "yes" if statistics.median(vals) <= limit + 1e-9 else "no"
+
+
 def error(run: dict, method: str, metric: str) -> float | None:
     v = run.get(method, {}).get(metric)
     return None if v is None else 100.0 * (1.0 - v)
@@ -101,14 +171,15 @@ def seeds_note(by_seed: dict[int, dict]) -> str:
 
 
 def strong_table(runs: dict[int, dict[int, dict]]) -> list[str]:
-    lines = ["| task | seeds | pretrained alone | PPO + distillation | target | recency prior alone | "
+    lines = ["| task | seeds | pretrained alone | PPO + distillation | target | met (median) | recency prior alone | "
              "random | time per run (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for task in sorted(runs):
         r = list(runs[task].values())
+        ppo = [error(x, 'ppo', 'selection_accuracy') for x in r]
         lines.append(
             f"| {task} | {seeds_note(runs[task])} | {spread([error(x, 'pretrained', 'selection_accuracy') for x in r])} "
-            f"| {spread([error(x, 'ppo', 'selection_accuracy') for x in r])} | <= {STRONG_TARGET.get(task, '?')} "
+            f"| {spread(ppo)} | <= {STRONG_TARGET.get(task, '?')} | {verdict(ppo, STRONG_TARGET.get(task))} "
             f"| {spread([error(x, 'recency_prior', 'selection_accuracy') for x in r])} "
             f"| {spread([error(x, 'random', 'selection_accuracy') for x in r])} "
             f"| {spread([x.get('timings', {}).get('total') for x in r], '{:.0f}')} |")
@@ -130,13 +201,17 @@ def per_hop_table(runs: dict[int, dict[int, dict]], method: str) -> list[str]:
 
 def weak_table(runs: dict[int, dict[int, dict]]) -> list[str]:
     lines = ["| task | seeds | pretrained alone (end to end) | PPO + distillation (answer reward) | "
-             "MemN2N best (published) | selection error, PPO | reader on true facts | time per run (s) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "MemN2N best (published) | better (median of the better memsel row) | selection error, PPO | "
+             "reader on true facts | time per run (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for task in sorted(runs):
         r = list(runs[task].values())
+        pre, ppo = ([error(x, m, 'answer_accuracy') for x in r] for m in ("pretrained", "ppo"))
+        best = min((statistics.median(v) for v in (pre, ppo) if all(e is not None for e in v) and v), default=None)
+        better = "-" if best is None or task not in MEMN2N_BEST else ("yes" if best < MEMN2N_BEST[task] else "no")
         lines.append(
-            f"| {task} | {seeds_note(runs[task])} | {spread([error(x, 'pretrained', 'answer_accuracy') for x in r])} "
-            f"| {spread([error(x, 'ppo', 'answer_accuracy') for x in r])} | {MEMN2N_BEST.get(task, '?')} "
+            f"| {task} | {seeds_note(runs[task])} | {spread(pre)} "
+            f"| {spread(ppo)} | {MEMN2N_BEST.get(task, '?')} | {better} "
             f"| {spread([error(x, 'ppo', 'selection_accuracy') for x in r])} "
             f"| {spread([error(x, 'oracle', 'answer_accuracy') for x in r])} "
             f"| {spread([x.get('timings', {}).get('total') for x in r], '{:.0f}')} |")
@@ -145,8 +220,8 @@ def weak_table(runs: dict[int, dict[int, dict]]) -> list[str]:
 
 def efficiency_table(runs: dict[int, dict[int, dict]]) -> list[str]:
     lines = ["| task | seeds | PPO from scratch | PPO, pretrained | PPO, pretrained + distillation | "
-             "ratio (distill / scratch) | final train return (scratch / pretrained / + distill) |",
-             "|---|---|---|---|---|---|---|"]
+             "ratio (distill / scratch) | <= 1/3 (median) | final train return (scratch / pretrained / + distill) |",
+             "|---|---|---|---|---|---|---|---|"]
     for task in sorted(runs):
         r = list(runs[task].values())
 
@@ -173,7 +248,7 @@ def efficiency_table(runs: dict[int, dict[int, dict]]) -> list[str]:
         finals = " / ".join(spread([x.get(m, {}).get("final_train_return") for x in r], "{:.3f}")
                             for m in ("ppo_scratch", "ppo_no_distill", "ppo"))
         lines.append(f"| {task} | {seeds_note(runs[task])} | {steps_cell('ppo_scratch')} | {steps_cell('ppo_no_distill')} "
-                     f"| {steps_cell('ppo')} | {spread(ratios, '{:.3f}')} | {finals} |")
+                     f"| {steps_cell('ppo')} | {spread(ratios, '{:.3f}')} | {verdict(ratios, 1 / 3)} | {finals} |")
     return lines
 
 
@@ -197,6 +272,8 @@ def write_report(path: Path) -> None:
                 "Env steps until a PPO run's training return (its selection accuracy on training episodes) "
                 "first reaches 95% of the best final return among the three runs of that seed.", ""]
         out += efficiency_table(runs["efficiency"]) + [""]
+        if plot_curves(runs, path.parent / "efficiency.png"):
+            out += ["![PPO learning curves](efficiency.png)", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(out) + "\n")
@@ -217,6 +294,7 @@ def main() -> int:
     p.add_argument("--report", default=str(ROOT / "docs" / "RESULTS.md"))
     args = p.parse_args()
     failed = 0
+    backfill_curves(Path(args.run_root))
     if not args.report_only:
         if not Path(args.data).is_dir():
             print(f"--data {args.data}: not a folder (the bAbI en tasks)", file=sys.stderr)

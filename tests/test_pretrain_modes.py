@@ -137,3 +137,44 @@ def test_ppo_variant_configs():
     plain = variant_config(cfg, "no_distill")
     assert plain.ppo.use_pretrained and plain.ppo.distill_coeff == 0.0 and plain.ppo.distill_schedule == "constant"
     assert cfg.ppo.compare == ["scratch", "no_distill"]  # the original is left alone
+
+
+def test_content_words_leave_out_the_most_frequent():
+    from memsel.data.encode import EncodedSamples
+    from memsel.pretrain import content_words
+
+    # 10 memories: token 2 ('the') in all, 3 in half, 4 in one; 5 only in a query
+    memories = np.zeros((1, 10, 3), dtype=np.int64)
+    memories[0, :, 0] = 2
+    memories[0, :5, 1] = 3
+    memories[0, 0, 2] = 4
+    mask = np.ones((1, 10), dtype=bool)
+    data = EncodedSamples(memories, mask, np.array([[5, 4, 0]]), np.zeros((1, 10), dtype=np.int64),
+                          np.zeros((1, 10), dtype=bool), np.array([4]))
+    assert content_words(data, max_share=0.4) == [4]
+    assert content_words(data, max_share=0.6) == [3, 4]
+
+
+def test_weak_hints_use_answers_and_questions_only(tmp_path):
+    """The hint losses read the answer word and the question, never the supporting-fact labels:
+    removing the labels from the batch changes nothing."""
+    from dataclasses import asdict
+
+    from memsel.pretrain import SelectorLightningModule, SampleDataset, content_words
+
+    cfg = load_config(None, [f"run_dir={tmp_path}", "data.task=2", "data.train_stories=20", "data.test_stories=5",
+                             "env.hops=0", "pretrain.target=recency", "pretrain.answer_weight=1",
+                             "pretrain.answer_hint=1", "pretrain.query_hint=1", "selector.kind=mha"])
+    data = prepare_data(cfg)
+    torch.manual_seed(0)
+    module = SelectorLightningModule(asdict(cfg.selector), asdict(data.spec), asdict(cfg.pretrain), hops=0,
+                                     reader_hops=2, answer_ids=sorted(set(data.train.answer.tolist())),
+                                     content_ids=content_words(data.train))
+    ds = SampleDataset(data.train)
+    batch = {k: v[:16] for k, v in ds.t.items()}
+    loss, parts = module._losses(batch)
+    assert {"answer_hint_loss", "query_hint_loss", "answer_loss"} <= set(parts)
+    assert torch.isfinite(loss)
+    blind = dict(batch, support=torch.zeros_like(batch["support"]), support_rank=torch.zeros_like(batch["support_rank"]))
+    loss2, parts2 = module._losses(blind)
+    assert torch.equal(loss, loss2)

@@ -325,7 +325,8 @@ def plot_results(results: dict[str, dict[str, float]], curve: list[dict[str, flo
                  label="KL to teacher")
         ax3.set_ylabel("KL")
         lines = ax2.get_lines() + ax3.get_lines()
-        ax2.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize="small")
+        ax2.legend(lines, [ln.get_label() for ln in lines], loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                   ncol=2, fontsize="small")
         ax2.set_title("PPO fine-tuning")
     else:
         ax2.set_axis_off()
