@@ -54,3 +54,32 @@ def test_evaluate_command_reports_support_outside_the_budget(tmp_path, capfd):
     assert results["random"]["support_outside_budget"] > 0
     assert results["random"]["questions"] == 50
     assert (tmp_path / "results.txt").read_text().count("outside the memory budget") == 1
+
+
+def test_evaluate_puts_every_ppo_run_in_one_table_with_its_sample_efficiency(tmp_path, capfd):
+    """Selector files under ppo/, ppo_scratch/ and ppo_no_distill/ are all evaluated; their curves
+    (outcome.json) give env steps to 95% of the best final return."""
+    import torch
+
+    from memsel.cli import run
+    from memsel.network import Selector
+
+    cfg = load_config(None, [f"run_dir={tmp_path}", "data.train_stories=10", "data.test_stories=10"])
+    data = prepare_data(cfg)
+    torch.manual_seed(0)
+    net = Selector(cfg.selector, data.spec)
+    curves = {"ppo": [0.93, 0.97], "ppo_scratch": [0.2, 0.5], "ppo_no_distill": [0.8, 0.95]}
+    for folder, returns in curves.items():
+        net.save(tmp_path / folder / "selector.pt")
+        curve = [{"iteration": i + 1, "env_steps": 512.0 * (i + 1), "return": r} for i, r in enumerate(returns)]
+        (tmp_path / folder / "outcome.json").write_text(json.dumps({"curve": curve}))
+    argv = ["evaluate", "--run-dir", str(tmp_path), "--set", "data.train_stories=10", "--set",
+            "data.test_stories=10", "--json"]
+    assert run(argv) == 0
+    results = json.loads(capfd.readouterr().out)
+    assert list(results)[-3:] == ["ppo_scratch", "ppo_no_distill", "ppo"]
+    assert results["ppo"]["selection_accuracy"] == results["ppo_scratch"]["selection_accuracy"]  # the same net
+    assert results["ppo"]["env_steps_to_95_best"] == 512.0  # 0.93 >= 0.95 * 0.97
+    assert results["ppo_no_distill"]["env_steps_to_95_best"] == 1024.0
+    assert results["ppo_scratch"]["env_steps_to_95_best"] is None
+    assert "PPO from scratch" in (tmp_path / "results.txt").read_text()

@@ -178,3 +178,11 @@ def test_weak_hints_use_answers_and_questions_only(tmp_path):
     blind = dict(batch, support=torch.zeros_like(batch["support"]), support_rank=torch.zeros_like(batch["support_rank"]))
     loss2, parts2 = module._losses(blind)
     assert torch.equal(loss, loss2)
+
+
+def test_weak_supervision_hints_need_weak_supervision():
+    with pytest.raises(ConfigError, match="pretrain.answer_hint"):
+        load_config(None, ["pretrain.answer_hint=1"])  # target 'mixed' uses labels: a hint would be ignored
+    cfg = load_config(None, ["pretrain.target=recency", "pretrain.answer_weight=1", "pretrain.answer_hint=1",
+                             "pretrain.query_hint=1"])
+    assert cfg.pretrain.answer_hint == cfg.pretrain.query_hint == 1.0

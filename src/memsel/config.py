@@ -251,6 +251,10 @@ class PretrainConfig:
         _check(self.answer_weight >= 0, f"{p}.answer_weight", "a number >= 0", self.answer_weight)
         _check(self.answer_hint >= 0, f"{p}.answer_hint", "a number >= 0", self.answer_hint)
         _check(self.query_hint >= 0, f"{p}.query_hint", "a number >= 0", self.query_hint)
+        for hint in ("answer_hint", "query_hint"):
+            _check(getattr(self, hint) == 0 or (self.target == "recency" and self.answer_weight > 0), f"{p}.{hint}",
+                   "0 unless weak supervision is on (pretrain.target 'recency' and pretrain.answer_weight > 0)",
+                   getattr(self, hint))
 
 
 @dataclass
