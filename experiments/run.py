@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
-EXPERIMENTS = ("strong", "weak", "efficiency")
+EXPERIMENTS = ("strong", "weak", "weak_long", "efficiency")
 # End-To-End Memory Networks (Sukhbaatar et al. 2015), Table 1, bAbI 1k, test error (%): the best
 # published variant per task (tasks 1, 2, 3).
 MEMN2N_BEST = {1: 0.0, 2: 8.3, 3: 21.9}
@@ -267,6 +267,9 @@ def write_report(path: Path) -> None:
                 "No supporting-fact labels: pretraining trains the selector and the answer reader end to end on "
                 "answers; PPO's reward is 1 when the reader answers right from the memories it chose.", ""]
         out += weak_table(runs["weak"]) + [""]
+    if "weak_long" in runs:
+        out += ["### 2b. The same with a longer PPO phase (80 iterations instead of 30, `weak_long.yaml`)", ""]
+        out += weak_table(runs["weak_long"]) + [""]
     if "efficiency" in runs:
         out += ["## 3. Sample efficiency: env steps to 95% of the best final return", "",
                 "Env steps until a PPO run's training return (its selection accuracy on training episodes) "
