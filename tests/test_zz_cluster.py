@@ -1,11 +1,16 @@
 """A real two-node Ray cluster (`ray start` head + worker) and a memsel job submitted to it with
-the scripts in cluster/, token authentication on. Named test_zz_* to run last: `ray stop` ends
-every Ray process on the machine, the shared test session's included."""
+the scripts in cluster/, token authentication on.
+
+The head and the worker run with `--block`, each in its own process session, and are stopped by
+signalling those sessions only: `ray stop` would end every Ray process on the machine, including a
+user's jobs that happen to run beside the tests. Named test_zz_* to run last (the shared test
+session's local Ray is shut down first, to leave the two cores to the cluster)."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,29 +31,71 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop_all() -> None:
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+def _start(script: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """`cluster/<script> ... --block` in a new process session (so that it can be stopped alone)."""
+    with open(log, "w") as out:
+        return subprocess.Popen([str(REPO / "cluster" / script), *args, "--block"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, f"ray start exited early ({proc.returncode}): {log.read_text()[-2000:]}"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(1)
+    raise AssertionError(f"nothing listens on port {port} after {timeout:.0f} s: {log.read_text()[-2000:]}")
+
+
+def _session_pids(sid: int) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+    return [int(pid) for pid, s in (line.split() for line in out.splitlines()) if int(s) == sid]
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM to each node's process session, then SIGKILL to whatever of it is left."""
+    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        for p in procs:
+            for pid in _session_pids(p.pid):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + grace
+        while time.time() < deadline and any(_session_pids(p.pid) for p in procs):
+            for p in procs:
+                p.poll()  # reap the `ray start` process itself
+            time.sleep(0.5)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     import ray
 
     if ray.is_initialized():  # the shared session's local Ray would compete for the 2 cores
         ray.shutdown()
+    logs = tmp_path_factory.mktemp("cluster_logs")
     port, dash = _free_port(), _free_port()
     env = {**os.environ, "PORT": str(port), "DASHBOARD_PORT": str(dash), "NUM_CPUS": "1",
            "MEMSEL_VENV": str(BIN.parent)}
+    nodes: list[subprocess.Popen] = []
     try:
-        head = subprocess.run([str(REPO / "cluster" / "start-head.sh")], env=env, capture_output=True,
-                              text=True, timeout=180)
-        assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
-        worker = subprocess.run([str(REPO / "cluster" / "start-worker.sh"), f"127.0.0.1:{port}"], env=env,
-                                capture_output=True, text=True, timeout=180)
-        assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
+        nodes.append(_start("start-head.sh", [], env, logs / "head.log"))
+        _wait_for_port(port, nodes[0], logs / "head.log")
+        _wait_for_port(dash, nodes[0], logs / "head.log")
+        nodes.append(_start("start-worker.sh", [f"127.0.0.1:{port}"], env, logs / "worker.log"))
         yield {"gcs": f"127.0.0.1:{port}", "jobs": f"http://127.0.0.1:{dash}", "env": env}
     finally:
-        _stop_all()
+        _stop(nodes)
+        left = [pid for p in nodes for pid in _session_pids(p.pid)]
+        assert not left, f"Ray processes left running: {left}"
 
 
 def _job(jobs_address: str, code: str, auth: bool) -> subprocess.CompletedProcess:
