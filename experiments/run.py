@@ -121,7 +121,7 @@ def plot_curves(runs: dict[str, dict[int, dict[int, dict]]], path: Path) -> Path
                             label=label if seed == min(source[task]) else None)
         ax.set_title(f"bAbI task {task} (one line per seed)")
         ax.set_xlabel("env steps")
-        ax.set_ylabel("training return (selection accuracy)")
+        ax.set_ylabel("training return (share of supporting facts chosen)")
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
@@ -272,8 +272,11 @@ def write_report(path: Path) -> None:
         out += weak_table(runs["weak_long"]) + [""]
     if "efficiency" in runs:
         out += ["## 3. Sample efficiency: env steps to 95% of the best final return", "",
-                "Env steps until a PPO run's training return (its selection accuracy on training episodes) "
-                "first reaches 95% of the best final return among the three runs of that seed.", ""]
+                "Env steps until a PPO run's training return first reaches 95% of the best final return among "
+                "the three runs of that seed. The return is the env's reward on training episodes (stochastic "
+                "policy): the share of a question's supporting facts chosen, i.e. the selection accuracy on task 1 "
+                "and partial credit per hop on tasks 2 and 3. A run that never gets there is counted with all "
+                "its steps in the ratio, so the ratio is then an upper bound.", ""]
         out += efficiency_table(runs["efficiency"]) + [""]
         if plot_curves(runs, path.parent / "efficiency.png"):
             out += ["![PPO learning curves](efficiency.png)", ""]

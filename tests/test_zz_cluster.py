@@ -75,6 +75,16 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             pass
 
 
+def _forget_cluster(port: int) -> None:
+    """`ray start` records its address for later plain `ray.init()` calls to join; `ray stop` would
+    delete that record, and so do we, when it names the cluster we stopped."""
+    from ray._common.utils import get_ray_address_file
+
+    record = Path(get_ray_address_file(None))
+    if record.is_file() and record.read_text().strip().endswith(f":{port}"):
+        record.unlink()
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     import ray
@@ -94,6 +104,7 @@ def cluster(tmp_path_factory):
         yield {"gcs": f"127.0.0.1:{port}", "jobs": f"http://127.0.0.1:{dash}", "env": env}
     finally:
         _stop(nodes)
+        _forget_cluster(port)
         left = [pid for p in nodes for pid in _session_pids(p.pid)]
         assert not left, f"Ray processes left running: {left}"
 
@@ -113,6 +124,17 @@ def _alive_nodes(jobs_address: str) -> int:
                 auth=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return int([ln for ln in proc.stdout.splitlines() if ln.startswith("NODES")][-1].split()[1])
+
+
+def test_a_local_run_starts_its_own_ray_beside_a_running_cluster(cluster):
+    """memsel without --ray-address must not join (and then die with) a cluster that `ray start` runs."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    code = ("import ray; from memsel.config import load_config; from memsel.pipeline import init_ray; "
+            "init_ray(load_config()); print('GCS', ray.get_runtime_context().gcs_address)")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    gcs = [ln for ln in proc.stdout.splitlines() if ln.startswith("GCS")][-1].split()[1]
+    assert not gcs.endswith(":" + cluster["gcs"].rsplit(":", 1)[1])
 
 
 def test_pipeline_job_runs_on_a_two_node_cluster(cluster, tiny_config, tmp_path):

@@ -418,7 +418,7 @@ class Config:
     tracking_uri: str = ""
     """MLflow tracking URI; empty = sqlite:///<run_dir>/mlflow.db."""
     ray_address: str = ""
-    """Ray cluster address ('auto', 'host:6379'); empty = start a local Ray."""
+    """Ray cluster address ('auto', 'host:6379'); empty = the RAY_ADDRESS variable if set, else a new local Ray."""
     data: DataConfig = field(default_factory=DataConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     selector: SelectorConfig = field(default_factory=SelectorConfig)

@@ -35,15 +35,24 @@ def save_run_config(cfg: Config) -> Path:
 
 
 def init_ray(cfg: Config) -> None:
-    """Join ``cfg.ray_address`` or start a local Ray; reuse a session that is already up."""
+    """Join ``cfg.ray_address`` (or, without one, the cluster that ``RAY_ADDRESS`` names, as inside a
+    Ray job), else start a new local Ray of our own; reuse a session that is already up.
+
+    A plain ``ray.init()`` would join any cluster that ``ray start`` left running on this machine,
+    so that a "local" run would die with somebody else's cluster: memsel asks for ``"local"``.
+    """
+    import os
+
     import ray
 
     if ray.is_initialized():
         return
-    if cfg.ray_address:
-        ray.init(address=cfg.ray_address, logging_level=logging.WARNING)
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        log.info("joining the Ray cluster at %s", address)
+        ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
 
 
 _SPLIT_STREAMS = {"train": 1, "val": 2, "test": 3}
