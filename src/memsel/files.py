@@ -29,3 +29,29 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def save_torch_atomic(blob: dict, path: str | Path) -> Path:
+    """``torch.save`` ``blob`` to ``path`` atomically; returns the path."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+    return Path(path)
+
+
+def load_torch_file(path: str | Path, file_format: str, kind: str, missing_hint: str) -> dict:
+    """A dict saved by :func:`save_torch_atomic` whose ``format`` is ``file_format``; anything else
+    (no file, not a torch file, another format) is refused with a message naming ``path`` and ``kind``."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {kind} file ({missing_hint})")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types; all mean "not our file"
+        raise ValueError(f"{path}: not a memsel {kind} file (expected format '{file_format}'): {e}") from None
+    if not isinstance(blob, dict) or blob.get("format") != file_format:
+        raise ValueError(f"{path}: not a memsel {kind} file (expected format '{file_format}')")
+    return blob

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from memsel.config import SelectorConfig
 from memsel.data.encode import DataSpec
 from memsel.families import FAMILIES
-from memsel.files import atomic_path
+from memsel.files import load_torch_file, save_torch_atomic
 from memsel.layers import Ages, residual_stack
 
 OBS_KEYS = ("memories", "mask", "query", "ages")
@@ -261,10 +261,7 @@ class Selector(nn.Module):
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`export` atomically: a crash never leaves a half-written file under ``path``."""
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            torch.save(self.export(), tmp)
-        return path
+        return save_torch_atomic(self.export(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> "Selector":
@@ -306,15 +303,7 @@ def _upgrade(blob: dict) -> dict:
 
 def read_selector_file(path: str | Path) -> dict:
     """Load a file written by :meth:`Selector.save` (in the current layout), refusing anything else clearly."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no selector file (run `memsel pretrain` first, or check the path)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors come in many types; all mean "not our file"
-        raise ValueError(f"{path}: not a memsel selector file (expected format 'memsel.selector/1'): {e}") from None
-    if not isinstance(blob, dict) or blob.get("format") != FILE_FORMAT:
-        raise ValueError(f"{path}: not a memsel selector file (expected format '{FILE_FORMAT}')")
+    blob = load_torch_file(path, FILE_FORMAT, "selector", "run `memsel pretrain` first, or check the path")
     vocab = blob.get("vocab")
     if vocab is not None and len(vocab) != blob["spec"]["vocab_size"]:
         raise ValueError(f"{path}: its vocabulary has {len(vocab)} tokens, its network {blob['spec']['vocab_size']}")

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from memsel.data.encode import DataSpec
-from memsel.files import atomic_path
+from memsel.files import load_torch_file, save_torch_atomic
 from memsel.network import BagOfWordsEncoder
 
 FILE_FORMAT = "memsel.reader/1"
@@ -75,25 +75,14 @@ class AnswerReader(nn.Module):
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
         blob = {"format": FILE_FORMAT, "spec": asdict(self.spec), "dim": self.dim, "hops": self.hops,
                 "candidates": self.candidates.nonzero().squeeze(-1).tolist(),
                 "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
-        with atomic_path(path) as tmp:
-            torch.save(blob, tmp)
-        return path
+        return save_torch_atomic(blob, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "AnswerReader":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no reader file (pretrain with pretrain.answer_weight > 0 writes one)")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # unpickling errors come in many types; all mean "not our file"
-            raise ValueError(f"{path}: not a memsel reader file (expected format '{FILE_FORMAT}'): {e}") from None
-        if not isinstance(blob, dict) or blob.get("format") != FILE_FORMAT:
-            raise ValueError(f"{path}: not a memsel reader file (expected format '{FILE_FORMAT}')")
+        blob = load_torch_file(path, FILE_FORMAT, "reader", "pretraining with pretrain.answer_weight > 0 writes one")
         reader = cls(DataSpec(**blob["spec"]), blob["dim"], blob["hops"], blob["candidates"])
         reader.load_state_dict(blob["state_dict"])
         reader.eval()
