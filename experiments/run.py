@@ -75,7 +75,9 @@ def run_one(name: str, data: str, task: int, seed: int, run_root: Path, force: b
 def attach_curves(result: dict, run_dir: Path) -> dict:
     """Copy each PPO run's learning curve ([env steps, train return] per iteration) into ``result``."""
     curves = {}
-    for method in ("ppo", "ppo_scratch", "ppo_no_distill"):
+    from memsel.pipeline import PPO_RUNS
+
+    for method in PPO_RUNS:
         outcome = run_dir / method / "outcome.json"
         if outcome.is_file():
             curves[method] = [[row["env_steps"], row.get("return")]

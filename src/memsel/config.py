@@ -151,8 +151,8 @@ class SelectorConfig:
     recency: bool = True
     """Give every memory a learned embedding of its age (0 = most recent) that the family scores with."""
     relative_age: bool = True
-    """Multi-hop: give every memory a learned embedding of its age relative to the oldest memory chosen
-    at an earlier hop (before or after it, how far), e.g. "the last move before the fact I found"."""
+    """Multi-hop: give every memory learned features of its age relative to the oldest memory chosen at
+    an earlier hop (before or after it, how far), e.g. "the last move before the fact I found"."""
     residual: bool = False
     """Refine memory and query embeddings with pre-norm residual feed-forward blocks before scoring."""
     num_residual_blocks: int = 1

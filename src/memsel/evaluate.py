@@ -58,21 +58,30 @@ def _usable(data: EncodedSamples) -> np.ndarray:
     return data.mask.any(axis=1)
 
 
+def fresh_hits(chosen: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """(B, H) bool: hop h chose a supporting fact that no earlier hop chose (``chosen`` (B, H) slot
+    ids, -1 = no choice; ``support`` (B, N) bool)."""
+    hit = support.gather(-1, chosen.clamp(min=0)) & (chosen >= 0)
+    for h in range(1, chosen.shape[1]):  # a fact chosen again adds nothing
+        hit[:, h] &= ~(chosen[:, :h] == chosen[:, h:h + 1]).any(1)
+    return hit
+
+
+def exact_match(chosen: torch.Tensor, support: torch.Tensor, n_support: torch.Tensor,
+                hops: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: the choices hold min(hops, supporting facts) distinct supporting facts (the env's "correct")."""
+    return fresh_hits(chosen, support).sum(1) >= torch.minimum(hops, n_support).clamp(min=1)
+
+
 def score_choices(data: EncodedSamples, chosen: np.ndarray, hops: np.ndarray) -> dict[str, object]:
     """Metrics of hard choices ``chosen`` (S, H) (slot ids, -1 past a question's hops)."""
-    s_count, h_max = chosen.shape
-    rows = np.arange(s_count)
     ok = _usable(data)
-    safe = np.maximum(chosen, 0)
-    valid = chosen >= 0
-    is_support = data.support[rows[:, None], safe] & valid  # (S, H)
-    new = is_support.copy()
-    for h in range(1, h_max):  # a fact chosen again adds nothing
-        new[:, h] &= ~(chosen[:, :h] == chosen[:, h:h + 1]).any(1)
-    need = np.maximum(np.minimum(hops, data.n_support), 1)
-    exact = new.sum(1) >= need
+    t = {k: torch.from_numpy(np.asarray(v)) for k, v in
+         (("chosen", chosen), ("support", data.support), ("n_support", data.n_support), ("hops", hops))}
+    new = fresh_hits(t["chosen"], t["support"]).numpy()
+    exact = exact_match(t["chosen"], t["support"], t["n_support"], t["hops"]).numpy()
     hop_acc = []
-    for h in range(h_max):
+    for h in range(chosen.shape[1]):
         asked = ok & (data.n_support > h) & (hops > h)
         if asked.any():
             hop_acc.append(float(new[asked, h].mean()))

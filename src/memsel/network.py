@@ -230,7 +230,7 @@ class Selector(nn.Module):
 
     def _relative_age(self, ages: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
         """(B, N, d) features of each memory's age relative to the oldest chosen one (older, newer,
-        the same; log1p of the distance either way); zero in rows where nothing is chosen, so that a
+        the same; the distance either way, as log1p and linear); zero in rows where nothing is chosen, so that a
         first hop sees exactly what a one-hop network sees. Soft choices (weights) count where they
         exceed half of the row's largest."""
         picked = chosen > 0.5 * chosen.amax(-1, keepdim=True).clamp(min=1e-6)  # (B, N)

@@ -93,25 +93,6 @@ def pretrained_path(cfg: Config) -> Path | None:
     return path
 
 
-def teacher_return(cfg: Config, pretrained: Path, data: EncodedSamples) -> float:
-    """The pretrained policy's return on ``data`` (the env's view of the train split): the exact
-    expectation of sampling it for one-hop supporting rewards, else its greedy score (exact match, or
-    answer accuracy for reward_mode 'answer' with a learned reader)."""
-    from memsel.evaluate import selector_scores
-    from memsel.network import Selector
-    from memsel.tune_jobs.ppo import expected_return
-
-    if cfg.env.hops == 1 and cfg.env.reward_mode == "supporting":
-        return expected_return(pretrained, data)
-    reader = None
-    if cfg.env.reward_mode == "answer" and cfg.env.reader == "learned":
-        from memsel.reader import AnswerReader
-
-        reader = AnswerReader.load(cfg.run_path / "pretrain" / "reader.pt")
-    scores = selector_scores(Selector.load(pretrained), data, cfg.env.hops, reader)
-    return float(scores["answer_accuracy"] if reader is not None else scores["selection_accuracy"])
-
-
 def variant_config(cfg: Config, variant: str) -> Config:
     """The config of a comparison PPO run (``ppo.compare``): 'scratch' or 'no_distill'."""
     if variant == "scratch":
@@ -125,36 +106,36 @@ def variant_config(cfg: Config, variant: str) -> Config:
 
 def stage_ppo(cfg: Config, data: PreparedData, sweep: bool, stage: str | None = None):
     from memsel.tune_jobs import run_ppo
+    from memsel.tune_jobs.ppo import pretrained_return
 
     init_ray(cfg)
     pretrained = pretrained_path(cfg)
     # The teacher's return on the memories the env shows (its budget), not on the full lists.
-    teacher = teacher_return(cfg, pretrained, budgeted(cfg, data.train, "train")) if pretrained else None
+    teacher = pretrained_return(cfg, pretrained, budgeted(cfg, data.train, "train")) if pretrained else None
     return run_ppo(cfg, data.files["train_npz"], data.spec, pretrained, sweep=sweep, teacher_return=teacher,
                    stage=stage)
 
 
-PPO_FOLDERS = (("pretrained", "pretrain"), ("ppo_scratch", "ppo_scratch"), ("ppo_no_distill", "ppo_no_distill"),
-               ("ppo", "ppo"), ("ppo_tuned", "tune"))
+PPO_RUNS = ("ppo_scratch", "ppo_no_distill", "ppo")
+"""The single PPO runs (folder = method name) whose learning curves the evaluation compares."""
+SELECTOR_FOLDERS = (("pretrained", "pretrain"), *((name, name) for name in PPO_RUNS), ("ppo_tuned", "tune"))
 
 
-def stage_evaluate(cfg: Config, data: PreparedData, curve: list[dict] | None = None) -> dict:
+def stage_evaluate(cfg: Config, data: PreparedData) -> dict:
     """Evaluate every selector the run directory holds; write results.{json,txt,png}; log to MLflow."""
     from memsel.evaluate import evaluate, format_table, plot_results, sample_efficiency
     from memsel.tracking import log_evaluation
 
     run = cfg.run_path
-    found = {name: run / folder / "selector.pt" for name, folder in PPO_FOLDERS}
+    found = {name: run / folder / "selector.pt" for name, folder in SELECTOR_FOLDERS}
     reader = run / "pretrain" / "reader.pt"
     results = evaluate(budgeted(cfg, data.test, "test"), {k: p for k, p in found.items() if p.is_file()},
                        hops=cfg.env.hops, reader_path=reader if reader.is_file() else None)
     curves = {}
-    for name in ("ppo", "ppo_scratch", "ppo_no_distill"):
+    for name in PPO_RUNS:
         outcome = run / name / "outcome.json"
         if name in results and outcome.is_file():
             curves[name] = json.loads(outcome.read_text(encoding="utf-8"))["curve"]
-    if curve is not None:
-        curves["ppo"] = curve
     for name, steps in sample_efficiency(curves).items():
         if name in results:
             results[name].update(steps)
@@ -180,7 +161,7 @@ def run_pipeline(cfg: Config) -> dict:
     timings["pretrain"] = time.perf_counter() - t
     t = time.perf_counter()
     log.info("[2/4] fine-tuning with PPO + distillation in RLlib")
-    outcome = stage_ppo(cfg, data, sweep=False)
+    stage_ppo(cfg, data, sweep=False)
     timings["ppo"] = time.perf_counter() - t
     for variant in cfg.ppo.compare:
         t = time.perf_counter()
@@ -196,7 +177,7 @@ def run_pipeline(cfg: Config) -> dict:
         log.info("[3/4] no sweep (tune.num_samples = 0)")
     t = time.perf_counter()
     log.info("[4/4] evaluating on the test split")
-    results = stage_evaluate(cfg, data, outcome.curve)
+    results = stage_evaluate(cfg, data)
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     write_text_atomic(cfg.run_path / "timings.json", json.dumps(timings, indent=2))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from memsel.config import Config, PretrainConfig, SelectorConfig
+from memsel.evaluate import exact_match, greedy_rollout
 from memsel.data.encode import DataSpec, EncodedSamples
 from memsel.inference import vocabulary_of_run
 from memsel.network import Selector, recency_prior
@@ -89,26 +90,16 @@ def hop_target(kind: str, label: torch.Tensor, prior: torch.Tensor, recency_weig
     return torch.where(has.unsqueeze(-1), mixed, prior), torch.ones_like(has, dtype=prior.dtype)
 
 
-def exact_match(chosen: torch.Tensor, support: torch.Tensor, n_support: torch.Tensor,
-                hops: torch.Tensor) -> torch.Tensor:
-    """(B,) bool: the choices (B, H) (-1 = none) hold min(hops, supporting facts) distinct supporting facts."""
-    valid = chosen >= 0
-    hit = support.gather(-1, chosen.clamp(min=0)) & valid
-    for h in range(1, chosen.shape[1]):
-        hit[:, h] &= ~(chosen[:, :h] == chosen[:, h:h + 1]).any(1)
-    return hit.sum(1) >= torch.minimum(hops, n_support).clamp(min=1)
-
-
 def content_words(data: EncodedSamples, max_share: float = 0.4) -> list[int]:
     """Token ids that occur in at most ``max_share`` of the train memories (not 'the', 'to', verbs of
     motion...): the words a question and a memory can meaningfully share."""
     present = data.mask.sum()
     if present == 0:
         return []
-    ids = data.memories[data.mask]  # (M, L)
-    counts = np.zeros(int(max(ids.max(initial=0), data.query.max(initial=0))) + 1, dtype=np.int64)
-    for row in ids:
-        counts[np.unique(row[row > 0])] += 1
+    ids = np.sort(data.memories[data.mask], axis=1)  # (M, L): each memory's tokens, sorted
+    first = np.ones_like(ids, dtype=bool)
+    first[:, 1:] = ids[:, 1:] != ids[:, :-1]  # a token's first occurrence in its memory
+    counts = np.bincount(ids[first & (ids > 0)], minlength=int(data.query.max(initial=0)) + 1)
     return [int(t) for t in np.nonzero((counts > 0) & (counts <= max_share * present))[0]]
 
 
@@ -224,8 +215,6 @@ class SelectorLightningModule(L.LightningModule):
 
     @torch.no_grad()
     def _greedy(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        from memsel.evaluate import greedy_rollout
-
         loss, parts = self._losses(batch)
         hops = self._hop_counts(batch)
         obs = {k: batch[k] for k in ("memories", "mask", "query", "ages")}

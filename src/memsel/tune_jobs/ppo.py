@@ -127,6 +127,25 @@ def expected_return(selector_path: Path, data: EncodedSamples) -> float:
     return float((probs * data.support).sum(1).mean())
 
 
+def pretrained_return(cfg: Config, selector_path: Path, data: EncodedSamples) -> float:
+    """The pretrained policy's return on ``data`` (the env's view of the train split), what the
+    adaptive distillation weight compares the student with: the exact expectation of sampling it for
+    one-hop supporting rewards, else its greedy score (exact match, or answer accuracy for
+    reward_mode 'answer' with a learned reader)."""
+    from memsel.evaluate import selector_scores
+    from memsel.network import Selector
+
+    if cfg.env.hops == 1 and cfg.env.reward_mode == "supporting":
+        return expected_return(selector_path, data)
+    reader = None
+    if cfg.env.reward_mode == "answer" and cfg.env.reader == "learned":
+        from memsel.reader import AnswerReader
+
+        reader = AnswerReader.load(cfg.run_path / "pretrain" / "reader.pt")
+    scores = selector_scores(Selector.load(selector_path), data, cfg.env.hops, reader)
+    return float(scores["answer_accuracy"] if reader is not None else scores["selection_accuracy"])
+
+
 def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None, sweep: bool,
             teacher_return: float | None = None, stage: str | None = None) -> PPOOutcome:
     """Run PPO through Tune (one trial, or a sweep) and export the best trial's selector.
@@ -142,7 +161,7 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
     # Tune resolves them per trial.
     ppo = dataclasses.replace(cfg.ppo, **space)
     if teacher_return is None and pretrained and cfg.ppo.use_pretrained:
-        teacher_return = expected_return(pretrained, EncodedSamples.load(train_npz))
+        teacher_return = pretrained_return(cfg, pretrained, EncodedSamples.load(train_npz))
     ppo_config = build_ppo_config(dataclasses.replace(cfg, ppo=ppo), train_npz, spec, pretrained, teacher_return)
     metric = cfg.tune.metric
     tune_config = tune.TuneConfig(
