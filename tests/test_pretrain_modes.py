@@ -186,3 +186,31 @@ def test_weak_supervision_hints_need_weak_supervision():
     cfg = load_config(None, ["pretrain.target=recency", "pretrain.answer_weight=1", "pretrain.answer_hint=1",
                              "pretrain.query_hint=1"])
     assert cfg.pretrain.answer_hint == cfg.pretrain.query_hint == 1.0
+
+
+def test_restarts_keep_the_run_with_the_best_validation_loss(tmp_path, caplog):
+    """pretrain.restarts = 2: two real runs from different seeds; the exported network is the best
+    checkpoint of the run whose validation loss is lower, and the second run's metrics are prefixed."""
+    with pytest.raises(ConfigError, match="pretrain.restarts"):
+        load_config(None, ["pretrain.restarts=0"])
+    cfg = load_config(None, [f"run_dir={tmp_path}", "data.train_stories=40", "data.test_stories=10",
+                             "pretrain.max_epochs=2", "pretrain.restarts=2", "seed=3"])
+    data = prepare_data(cfg)
+    with caplog.at_level("INFO", logger="memsel.pretrain"):
+        path = pretrain(cfg, data.train, data.val, data.spec)
+    folder = tmp_path / "pretrain" / "checkpoints"
+    firsts, seconds = sorted(folder.glob("best-*.ckpt")), sorted((folder / "restart1").glob("best-*.ckpt"))
+    assert len(firsts) == 1 and len(seconds) == 1
+    scores = []
+    for ck, monitor in ((firsts[0], "val/loss"), (seconds[0], "restart1/val/loss")):
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        key, callback = next((k, v) for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint"))
+        assert f"'monitor': '{monitor}'" in key or f"monitor={monitor}" in key or monitor in key, key
+        scores.append(float(callback["best_model_score"]))
+    keep = int(np.argmin(scores))
+    assert f"keeping restart {keep + 1} (seed {3 + 1000 * keep})" in caplog.text
+    kept = torch.load((firsts, seconds)[keep][0], map_location="cpu", weights_only=False)["state_dict"]
+    exported = Selector.load(path).state_dict()
+    for k, v in exported.items():
+        assert torch.equal(v, kept[f"selector.{k}"]), k
+    assert scores[0] != scores[1]  # different seeds: different runs
