@@ -221,13 +221,33 @@ class CrossAttentionMixture(nn.Module):
             s = torch.bmm(folded[rows], x[rows].transpose(1, 2))  # (g, H, N), contiguous along memories
             if table is not None:
                 s.add_(F.embedding(ages.index[rows], table).transpose(1, 2))
-            s.masked_fill_(~mask[rows].unsqueeze(1), neg_min(s.dtype))  # in place: nothing saved s yet
-            log_norm = torch.logsumexp(s, dim=-1, keepdim=True)  # (g, H, 1): each head's softmax normaliser
+            real = mask[rows]
+            if not bool(real.all()):
+                s.masked_fill_(~real.unsqueeze(1), neg_min(s.dtype))  # in place: nothing saved s yet
             if log_pi is None:
-                out.append((s - log_norm).squeeze(1))  # (g, N) the single head's log softmax
+                out.append((s - torch.logsumexp(s, dim=-1, keepdim=True)).squeeze(1))  # (g, N) log softmax
             else:
-                out.append(torch.logsumexp(s + (log_pi[rows] - log_norm), dim=1))  # (g, N)
+                out.append(self._mixture(s, log_pi[rows], real))
         return torch.cat(out) if len(out) > 1 else out[0]  # (B, N)
+
+    @staticmethod
+    def _mixture(s: torch.Tensor, log_pi: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """log sum_h pi_h softmax_j(s_hj): (g, H, N) head scores, (g, H, 1) log weights -> (g, N).
+
+        One exp pass and a (1, H) x (H, N) product: p_j = sum_h (pi_h / z_h) exp(s_hj - max_j s_hj),
+        instead of a logsumexp across heads, whose reduction runs across the memory-contiguous layout
+        (2.5x slower at N = 16k). A real memory that every head puts more than e^-87 below its best
+        would underflow to p = 0; then the group takes the exact logsumexp path instead. Padded slots
+        come out at log(tiny) (the caller masks them), never -inf, so no NaN reaches a gradient.
+        """
+        e = (s - s.amax(-1, keepdim=True)).exp_()  # (g, H, N), each head's best = 1
+        w = (log_pi.exp() / e.sum(-1, keepdim=True)).transpose(1, 2)  # (g, 1, H): pi_h / z_h
+        p = torch.bmm(w, e).squeeze(1)  # (g, N) mixture probabilities
+        tiny = torch.finfo(p.dtype).tiny
+        if bool(((p < tiny) & real).any()):  # underflow at a real memory: the exact, slower way
+            log_norm = torch.logsumexp(s, dim=-1, keepdim=True)  # (g, H, 1)
+            return torch.logsumexp(s + (log_pi - log_norm), dim=1)
+        return p.clamp(min=tiny).log()
 
 
 # ------------------------------------------------------------------------------------ self-attention
