@@ -281,11 +281,17 @@ def _monitor(module: SelectorLightningModule, has_val: bool) -> tuple[str, str]:
     return "val/loss", "min"
 
 
+def restart_seed(cfg: Config, restart: int) -> int:
+    """The seed of pretraining run ``restart`` (0 = ``cfg.seed``): 1000 apart, so that the restarts of
+    seeds 0, 1, 2 never share an initialisation."""
+    return cfg.seed + 1000 * restart
+
+
 def _fit(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: DataSpec, restart: int,
          logger: L.pytorch.loggers.Logger | None) -> tuple[SelectorLightningModule, L.pytorch.callbacks.ModelCheckpoint]:
-    """One training run from seed ``cfg.seed + 1000 * restart``; its metrics carry a ``restart<r>/`` prefix for r > 0."""
+    """One training run from seed :func:`restart_seed`; its metrics carry a ``restart<r>/`` prefix for r > 0."""
     p = cfg.pretrain
-    seed = cfg.seed + 1000 * restart  # restarts of seeds 0, 1, 2 never share an initialisation
+    seed = restart_seed(cfg, restart)
     L.seed_everything(seed, workers=True, verbose=False)
     reader_hops = cfg.env.hops or int(max(train.n_support.max(initial=1), 1))
     module = SelectorLightningModule(asdict(cfg.selector), asdict(spec), asdict(p), hops=cfg.env.hops,
@@ -314,20 +320,20 @@ def pretrain(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: Data
     """Train (``pretrain.restarts`` times), keep the best validation checkpoint, export its bare network;
     returns the export path."""
     out = cfg.run_path / "pretrain"
-    runs = []
-    for restart in range(cfg.pretrain.restarts):
+    restarts = cfg.pretrain.restarts
+    best_run, chosen, best_key = None, 0, math.inf
+    for restart in range(restarts):
         module, checkpoint = _fit(cfg, train, val, spec, restart, logger)
-        score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
-        runs.append((module, checkpoint, score))
-        if cfg.pretrain.restarts > 1:
-            log.info("pretrain: restart %d/%d (seed %d): best %s = %.4f", restart + 1, cfg.pretrain.restarts,
-                     cfg.seed + restart, checkpoint.monitor, score)
-    sign = 1.0 if checkpoint.mode == "min" else -1.0
-    chosen = min(range(len(runs)), key=lambda r: (math.isnan(runs[r][2]), sign * runs[r][2] if not
-                                                  math.isnan(runs[r][2]) else 0.0, r))
-    module, checkpoint, score = runs[chosen]
-    if cfg.pretrain.restarts > 1:
-        log.info("pretrain: keeping restart %d (seed %d)", chosen + 1, cfg.seed + 1000 * chosen)
+        score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else math.nan
+        key = math.inf if math.isnan(score) else score if checkpoint.mode == "min" else -score  # lower is better
+        if restarts > 1:
+            log.info("pretrain: restart %d/%d (seed %d): best %s = %.4f", restart + 1, restarts,
+                     restart_seed(cfg, restart), checkpoint.monitor, score)
+        if best_run is None or key < best_key:  # a tie keeps the earlier run
+            best_run, chosen, best_key = (module, checkpoint, score), restart, key
+    module, checkpoint, score = best_run
+    if restarts > 1:
+        log.info("pretrain: keeping restart %d (seed %d)", chosen + 1, restart_seed(cfg, chosen))
         if logger is not None:
             logger.log_metrics({"pretrain/chosen_restart": chosen})
     best = checkpoint.best_model_path or checkpoint.last_model_path
