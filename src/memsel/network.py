@@ -199,7 +199,8 @@ class Selector(nn.Module):
 
     def _score(self, x: torch.Tensor, u: torch.Tensor, ages: torch.Tensor, mask: torch.Tensor,
                selected: torch.Tensor | None, return_features: bool) -> Any:
-        mask = mask > 0  # int8 from RLlib, bool from the data: both become bool
+        if mask.dtype != torch.bool:
+            mask = mask > 0  # int8 from RLlib, bool from the data: both become bool
         age = None
         if self.age_embed is not None:
             age = Ages(ages.long().clamp(0, self.spec.max_memories - 1), self.age_embed)

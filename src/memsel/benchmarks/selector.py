@@ -6,7 +6,9 @@ growing list can be cached, so scoring is the part paid per query). The floor is
 matrix-vector product over the same (B, N, d) float32 tensor in torch, one query vector per row,
 timed in the same process and interleaved with the family (the faster of ``torch.matmul`` and a
 per-row ``torch.mv``, which differ by up to 4x on CPU for B > 1). ``seconds`` and
-``floor_seconds`` are medians of the repeats; ``ratio`` = seconds / floor_seconds.
+``floor_seconds`` are medians of the repeats; ``ratio`` = seconds / floor_seconds. Families with
+the additive score (ff, conv1d, se) add ``layer_ratio``: the bare product of that score's d -> h
+hidden layer over the same memories, timed alongside, over the floor (see ``ADDITIVE``).
 
 Peak memory (``peak_mb``): after a warm-up call, freed heap memory is handed back to the OS
 (glibc ``malloc_trim``) and the process's peak resident set (Linux VmHWM) is reset through
@@ -51,6 +53,11 @@ QUICK_BATCHES = (1, 2)
 # Rough peak memory of one call in multiples of the input (B, N, d), to skip what cannot fit.
 MEMORY_FACTOR = {"conv1d": 5.0, "mha+sa:full": 10.0, "mha+sa:chunked": 10.0, "mha+sa:linear": 10.0}
 TARGETS = {"ff": 3.0, "mha": 6.0}
+ADDITIVE = ("ff", "conv1d", "se")
+"""Families scored by the additive (feed-forward) score: their cases also time its hidden layer's bare
+(B, N, d) x (d, h) product in the same interleaved run, ``layer_ratio`` (its time / the floor's):
+what the arithmetic of a d -> h layer over every memory costs in torch's BLAS before any
+activation, readout or age feature, i.e. about h times the floor's multiply-adds."""
 """Ratio targets at N >= 16k (issue: ff within 3x of the floor, mha cross-attention within 6x)."""
 
 
@@ -154,6 +161,7 @@ def _case(label: str, n: int, batch: int, args: argparse.Namespace) -> dict:
     ages = torch.arange(n - 1, -1, -1).expand(batch, n).contiguous()  # (B, N), oldest first
     mask = torch.ones(batch, n, dtype=torch.bool)
     vectors = torch.randn(batch, d, generator=g)  # (B, d) the floor's query vectors
+    weight = torch.randn(d, args.hidden_dim, generator=g)  # (d, h) the bare hidden layer of the additive score
 
     def family() -> torch.Tensor:
         return net.score(memories, query, ages, mask)
@@ -163,6 +171,9 @@ def _case(label: str, n: int, batch: int, args: argparse.Namespace) -> dict:
 
     def floor_rows() -> torch.Tensor:
         return torch.stack([torch.mv(memories[b], vectors[b]) for b in range(batch)])  # (B, N)
+
+    def hidden_layer() -> torch.Tensor:
+        return torch.matmul(memories, weight)  # (B, N, h): the product alone, no activation, no readout
 
     with torch.inference_mode():
         floors = [floor_matmul, floor_rows] if batch > 1 else [floor_matmul]
@@ -174,9 +185,13 @@ def _case(label: str, n: int, batch: int, args: argparse.Namespace) -> dict:
             before = _status_mb("VmRSS")
             family()
             peak = max(0.0, _status_mb("VmHWM") - before)
-        seconds, floor_seconds = _median_times([family, floor], args.repeats, args.case_seconds)
-    return {"family": label, "n": n, "batch": batch, "seconds": seconds, "floor_seconds": floor_seconds,
-            "ratio": seconds / floor_seconds, "peak_mb": None if peak is None else round(peak, 1)}
+        fns = [family, floor] + ([hidden_layer] if label in ADDITIVE else [])
+        seconds, floor_seconds, *layer = _median_times(fns, args.repeats, args.case_seconds)
+    rec = {"family": label, "n": n, "batch": batch, "seconds": seconds, "floor_seconds": floor_seconds,
+           "ratio": seconds / floor_seconds, "peak_mb": None if peak is None else round(peak, 1)}
+    if layer:
+        rec["layer_ratio"] = layer[0] / floor_seconds
+    return rec
 
 
 def _skipped(label: str, n: int, batch: int, reason: str) -> dict:
@@ -246,8 +261,9 @@ def _row(r: dict) -> str:
         return f"{head}  skipped: {r['skipped']}"
     rate = r["n"] * r["batch"] / r["seconds"]
     peak = "n/a" if r["peak_mb"] is None else f"{r['peak_mb']:.1f}"
+    layer = f"{r['layer_ratio']:.1f}x" if "layer_ratio" in r else "-"
     return (f"{head} {r['seconds'] * 1e3:>10.3f} {r['floor_seconds'] * 1e3:>10.3f} {r['ratio']:>7.1f}x "
-            f"{rate:>12.3g} {peak:>9}")
+            f"{rate:>12.3g} {peak:>9} {layer:>8}")
 
 
 def format_table(records: list[dict], threads: int, args: argparse.Namespace) -> str:
@@ -255,7 +271,7 @@ def format_table(records: list[dict], threads: int, args: argparse.Namespace) ->
     lines = [f"selector scoring vs floor (one torch matvec over the same (B, N, d) memories); d={args.embed_dim}, "
              f"hidden={args.hidden_dim}, torch threads={threads}; medians",
              f"{'family':<15} {'N':>7} {'batch':>5} {'ms':>10} {'floor ms':>10} {'ratio':>8} "
-             f"{'memories/s':>12} {'peak MB':>9}"]
+             f"{'memories/s':>12} {'peak MB':>9} {'layer':>8}"]
     lines += [_row(r) for r in records]
     done = [r for r in records if r["seconds"] is not None]
     lines.append("")
@@ -267,6 +283,11 @@ def format_table(records: list[dict], threads: int, args: argparse.Namespace) ->
             lines.append(f"target {label} <= {target:g}x floor at N >= 16k: {verdict} (worst "
                          f"{worst['ratio']:.1f}x at N={worst['n']}, batch {worst['batch']}; "
                          + ", ".join(f"{r['ratio']:.1f}x N={r['n']} B={r['batch']}" for r in big) + ")")
+            bound = [r["layer_ratio"] for r in big if "layer_ratio" in r]
+            if bound and verdict != "met" and min(bound) > target:
+                lines.append(f"  {label}'s hidden layer alone, one (N, d) x (d, h={args.hidden_dim}) product, takes "
+                             f"{min(bound):.1f}-{max(bound):.1f}x the floor at these sizes: above the target before "
+                             f"any activation; a smaller selector.hidden_dim (--hidden-dim) is what moves it")
     for label in dict.fromkeys(r["family"] for r in done):
         for batch in sorted({r["batch"] for r in done if r["family"] == label}):
             rows = sorted((r for r in done if r["family"] == label and r["batch"] == batch), key=lambda r: r["n"])
