@@ -4,6 +4,8 @@ Real Lightning runs on generated tasks, a few epochs each."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -164,7 +166,8 @@ def test_weak_hints_use_answers_and_questions_only(tmp_path):
 
     cfg = load_config(None, [f"run_dir={tmp_path}", "data.task=2", "data.train_stories=20", "data.test_stories=5",
                              "env.hops=0", "pretrain.target=recency", "pretrain.answer_weight=1",
-                             "pretrain.answer_hint=1", "pretrain.query_hint=1", "selector.kind=mha"])
+                             "pretrain.answer_hint=1", "pretrain.query_hint=1", "pretrain.bridge_hint=1",
+                             "selector.kind=mha"])
     data = prepare_data(cfg)
     torch.manual_seed(0)
     module = SelectorLightningModule(asdict(cfg.selector), asdict(data.spec), asdict(cfg.pretrain), hops=0,
@@ -173,11 +176,45 @@ def test_weak_hints_use_answers_and_questions_only(tmp_path):
     ds = SampleDataset(data.train)
     batch = {k: v[:16] for k, v in ds.t.items()}
     loss, parts = module._losses(batch)
-    assert {"answer_hint_loss", "query_hint_loss", "answer_loss"} <= set(parts)
+    assert {"answer_hint_loss", "query_hint_loss", "bridge_hint_loss", "answer_loss"} <= set(parts)
     assert torch.isfinite(loss)
     blind = dict(batch, support=torch.zeros_like(batch["support"]), support_rank=torch.zeros_like(batch["support_rank"]))
     loss2, parts2 = module._losses(blind)
     assert torch.equal(loss, loss2)
+
+
+def test_bridge_hint_is_the_probability_of_a_chain_from_question_to_answer(tmp_path):
+    """Memories 0 -> 2 form the only chain (0 shares word 5 with the question, 2 shares word 6 with 0
+    and holds the answer 7); 1 holds the answer but links to nothing; 3 links to 0 but lacks the answer."""
+    from dataclasses import asdict
+
+    from memsel.pretrain import SelectorLightningModule
+
+    cfg = load_config(None, [f"run_dir={tmp_path}", "pretrain.target=recency", "pretrain.answer_weight=1",
+                             "pretrain.bridge_hint=1"])
+    spec = {"vocab_size": 10, "max_memories": 4, "max_sentence_len": 3}
+    module = SelectorLightningModule(asdict(cfg.selector), spec, asdict(cfg.pretrain), hops=2, reader_hops=2,
+                                     answer_ids=[7], content_ids=[5, 6, 7, 8])
+    memories = torch.tensor([[[2, 5, 6], [2, 7, 0], [2, 6, 7], [2, 6, 8]]])  # token 2 ('the') is no content word
+    batch = {"memories": memories, "query": torch.tensor([[5, 2, 0]]), "answer": torch.tensor([7])}
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    link = module._shared_words(memories, mask)[0]
+    assert link.tolist() == [[False, False, True, True], [False, False, True, False],
+                             [True, True, False, True], [True, False, True, False]]
+    shares = module._shares_query_word(batch, mask)
+    hops = torch.tensor([2])
+
+    def hint(p1, p2):
+        logps = [torch.tensor([p1]).clamp(min=1e-30).log(), torch.tensor([p2]).clamp(min=1e-30).log()]
+        return float(module._bridge_hint(batch, mask, shares, logps, hops))
+
+    assert hint([0.25] * 4, [0.25] * 4) == pytest.approx(-math.log(0.25 * 0.25))  # one chain of four by four
+    assert hint([1, 0, 0, 0], [0, 0, 1, 0]) == pytest.approx(0.0, abs=1e-6)  # all mass on the chain
+    assert hint([1, 0, 0, 0], [0, 0.5, 0.5, 0]) == pytest.approx(math.log(2))
+    assert hint([1, 0, 0, 0], [0, 1, 0, 0]) > 20  # the answer, but no link from the first hop
+    assert hint([0, 0, 0, 1], [0, 0, 1, 0]) > 20  # a link, but the first hop shares nothing with the question
+    batch["answer"] = torch.tensor([9])  # no memory holds it: no chain, no loss
+    assert module._bridge_hint(batch, mask, shares, [torch.zeros(1, 4)] * 2, hops) is None
 
 
 def test_weak_supervision_hints_need_weak_supervision():
@@ -215,3 +252,22 @@ def test_restarts_keep_the_run_with_the_best_validation_loss(tmp_path, caplog):
     for k, v in exported.items():
         assert torch.equal(v, kept[f"selector.{k}"]), k
     assert scores[0] != scores[1]  # different seeds: different runs
+
+
+def test_ema_weights_are_what_validation_sees_and_what_is_exported(tmp_path):
+    """pretrain.ema_decay > 0: a real run whose checkpoints hold the moving average (not the last raw
+    weights); the exported network is that average; the decay is checked like every field."""
+    for bad in ("1.0", "-0.1"):
+        with pytest.raises(ConfigError, match="pretrain.ema_decay"):
+            load_config(None, [f"pretrain.ema_decay={bad}"])
+    cfg = load_config(None, [f"run_dir={tmp_path}", "data.train_stories=40", "data.test_stories=10",
+                             "pretrain.max_epochs=2", "pretrain.ema_decay=0.9", "seed=5"])
+    data = prepare_data(cfg)
+    path = pretrain(cfg, data.train, data.val, data.spec)
+    best = next((tmp_path / "pretrain" / "checkpoints").glob("best-*.ckpt"))
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    averaged, raw = state["state_dict"], state["current_model_state"]
+    exported = Selector.load(path).state_dict()
+    for k, v in exported.items():
+        assert torch.equal(v, averaged[f"selector.{k}"]), k
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged if k.startswith("selector."))

@@ -234,10 +234,19 @@ class PretrainConfig:
     query_hint: float = 0.0
     """Weak supervision: weight of the marginal likelihood that the first hop, and every hop before the
     last, picks a memory sharing a content word (one in at most 40% of the train memories) with the question."""
+    bridge_hint: float = 0.0
+    """Weak supervision, multi-hop: weight of the likelihood that the hops form a chain, the first picking
+    a memory that shares a content word with the question, each later one a memory that shares a
+    content word with the one before, the last one holding the answer word (summed over all such
+    chains under the selector's hop distributions; answers, questions and memory words only)."""
     restarts: int = 1
     """Train this many times from different initialisations (seeds seed, seed + 1000, ...) and keep the
     run with the best checkpoint on the validation split. Multi-hop training now and then settles in
     a poor optimum (qa3: 14-20% validation error against 4-5%) that the validation split shows."""
+    ema_decay: float = 0.0
+    """> 0 validates, checkpoints and exports an exponential moving average of the weights (Lightning's
+    EMAWeightAveraging, updated every optimiser step with this decay; 0.99 averages over about the
+    last 100 steps) instead of the raw weights. 0 = off."""
     answer_weight: float = 0.0
     """> 0 trains the answer reader (pretrain/reader.pt) on answers, with this weight. With target
     'recency' the answer loss also trains the selector through its soft choices (weak supervision,
@@ -250,6 +259,7 @@ class PretrainConfig:
         _check(isinstance(self.restarts, int) and self.restarts >= 1, f"{p}.restarts", "an integer >= 1",
                self.restarts)
         _check(self.weight_decay >= 0, f"{p}.weight_decay", "a number >= 0", self.weight_decay)
+        _check(0.0 <= self.ema_decay < 1.0, f"{p}.ema_decay", "a number in [0, 1) (0 = off)", self.ema_decay)
         _check(self.recency_decay >= 0, f"{p}.recency_decay", "a number >= 0", self.recency_decay)
         _check(0.0 <= self.recency_weight <= 1.0, f"{p}.recency_weight", "a number in [0, 1]",
                self.recency_weight)
@@ -257,7 +267,8 @@ class PretrainConfig:
         _check(self.answer_weight >= 0, f"{p}.answer_weight", "a number >= 0", self.answer_weight)
         _check(self.answer_hint >= 0, f"{p}.answer_hint", "a number >= 0", self.answer_hint)
         _check(self.query_hint >= 0, f"{p}.query_hint", "a number >= 0", self.query_hint)
-        for hint in ("answer_hint", "query_hint"):
+        _check(self.bridge_hint >= 0, f"{p}.bridge_hint", "a number >= 0", self.bridge_hint)
+        for hint in ("answer_hint", "query_hint", "bridge_hint"):
             _check(getattr(self, hint) == 0 or (self.target == "recency" and self.answer_weight > 0), f"{p}.{hint}",
                    "0 unless weak supervision is on (pretrain.target 'recency' and pretrain.answer_weight > 0)",
                    getattr(self, hint))

@@ -135,6 +135,42 @@ class SelectorLightningModule(L.LightningModule):
         shares = ((batch["memories"].unsqueeze(-1) == q[:, None, None, :]) & words[:, None, None, :]).any(-1)
         return shares.any(-1) & mask
 
+    def _shared_words(self, memories: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, N, N) True where two different real memories share a content word."""
+        words = self.content[memories] & (memories > 0)  # (B, N, L)
+        same = memories[:, :, None, :, None] == memories[:, None, :, None, :]  # (B, N, N, L, L)
+        both = words[:, :, None, :, None] & words[:, None, :, None, :]
+        pair = (same & both).flatten(-2).any(-1)  # (B, N, N)
+        eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
+        return pair & ~eye & mask[:, :, None] & mask[:, None, :]
+
+    def _bridge_hint(self, batch: dict[str, torch.Tensor], mask: torch.Tensor, shares: torch.Tensor,
+                     logps: list[torch.Tensor], hops: torch.Tensor) -> torch.Tensor | None:
+        """-log P(the hops form a chain), the mean over multi-hop rows where a chain exists.
+
+        P = sum over chains m_1 .. m_k of prod_h p_h(m_h), where m_1 shares a content word with the
+        question, m_h with m_{h-1}, and m_k holds the answer word; computed in log space, hop by hop
+        (a (B, N) x (B, N, N) log-sum-exp per hop).
+        """
+        holds = (batch["memories"] == batch["answer"][:, None, None]).any(-1) & mask  # (B, N)
+        link = self._shared_words(batch["memories"], mask)  # (B, N, N)
+        none = -1e9
+        log_v = logps[0].masked_fill(~shares, none)  # (B, N) log P(chains so far end at m)
+        reach = shares  # (B, N) whether any chain ends at m (whatever the probabilities)
+        end_v = torch.full_like(log_v, none)
+        end_reach = torch.zeros_like(reach)
+        for h in range(1, len(logps)):
+            step = torch.logsumexp(log_v.unsqueeze(-1) + torch.where(link, 0.0, none), dim=1)  # (B, N)
+            log_v = logps[h] + step
+            reach = (reach.unsqueeze(-1) & link).any(1)
+            last = (hops == h + 1).unsqueeze(-1)
+            end_v = torch.where(last, log_v, end_v)
+            end_reach = torch.where(last, reach, end_reach)
+        rows = (hops > 1) & (end_reach & holds).any(-1)
+        if not rows.any():
+            return None
+        return -torch.logsumexp(end_v.masked_fill(~holds, none), dim=-1)[rows].mean()
+
     def _hop_counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.hops > 0:
             return torch.full_like(batch["n_support"], self.hops)
@@ -150,13 +186,16 @@ class SelectorLightningModule(L.LightningModule):
         reads, sel_loss, sel_rows, hits, labelled = [], 0.0, 0.0, 0.0, 0.0
         last_logp = torch.zeros(b, n)  # each row's log-probabilities at its last hop
         query_hint, hinted = 0.0, 0.0
-        shares = self._shares_query_word(batch, mask) if self.weak and self.cfg.query_hint > 0 else None
+        hinting = self.weak and (self.cfg.query_hint > 0 or self.cfg.bridge_hint > 0)
+        shares = self._shares_query_word(batch, mask) if hinting else None
+        logps = []
         for h in range(int(hops.max()) if b else 0):
             active = (hops > h).to(selected.dtype)
             logits = self.selector({**obs, "selected": selected})
             logp = F.log_softmax(logits, dim=-1)
             last_logp = torch.where((hops == h + 1).unsqueeze(-1), logp, last_logp)
-            if shares is not None:  # the first hop and every hop before the last
+            logps.append(logp)
+            if shares is not None and self.cfg.query_hint > 0:  # the first hop and every hop before the last
                 rows = shares.any(-1) & ((hops > h + 1) | (h == 0))
                 if rows.any():
                     query_hint = query_hint - torch.logsumexp(logp.masked_fill(~shares, -1e9), dim=-1)[rows].sum()
@@ -192,6 +231,11 @@ class SelectorLightningModule(L.LightningModule):
                     hint = -torch.logsumexp(last_logp.masked_fill(~holds, -1e9), dim=-1)[rows].mean()
                     parts["answer_hint_loss"] = hint.detach()
                     loss = loss + self.cfg.answer_hint * hint
+            if self.cfg.bridge_hint > 0 and len(logps) > 1:
+                chain = self._bridge_hint(batch, mask, shares, logps, hops)
+                if chain is not None:
+                    parts["bridge_hint_loss"] = chain.detach()
+                    loss = loss + self.cfg.bridge_hint * chain
             if hinted > 0:
                 # Hops before the last start from the question: the marginal likelihood that each picks
                 # a memory sharing a content word (not among the most frequent words) with the query.
@@ -304,9 +348,12 @@ def _fit(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: DataSpec
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=folder / f"restart{restart}" if restart else folder, filename="best-{epoch}",
         monitor=module.metric_prefix + monitor, mode=mode, save_top_k=1, save_last=True)
+    callbacks = [checkpoint, EpochLog()]
+    if p.ema_decay > 0:  # validation, checkpoints and so the export see the averaged weights
+        callbacks.append(L.pytorch.callbacks.EMAWeightAveraging(decay=p.ema_decay))
     trainer = L.Trainer(
         max_epochs=p.max_epochs, accelerator="cpu", devices=1, logger=logger or False,
-        callbacks=[checkpoint, EpochLog()], deterministic=True, enable_model_summary=False,
+        callbacks=callbacks, deterministic=True, enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(),
         log_every_n_steps=10, default_root_dir=str(cfg.run_path / "pretrain"), num_sanity_val_steps=0)
     dm = SelectorDataModule(train, val, batch_size=p.batch_size, seed=seed)
