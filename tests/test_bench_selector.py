@@ -74,3 +74,12 @@ def test_threads_option_leaves_the_callers_setting_alone():
 def test_unknown_family_is_refused():
     with pytest.raises(ValueError, match="--families"):
         bench.run(_args("--families", "ff,lstm"))
+
+
+def test_fast_cases_repeat_until_the_minimum_time():
+    calls = []
+    bench._median_times([lambda: calls.append(1)], repeats=3, budget=10.0, least=0.02)
+    assert len(calls) > 3  # a no-op call: far more than 3 rounds fill 20 ms
+    calls.clear()
+    bench._median_times([lambda: calls.append(1)], repeats=3, budget=10.0)
+    assert len(calls) == 3

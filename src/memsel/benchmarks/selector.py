@@ -6,7 +6,8 @@ growing list can be cached, so scoring is the part paid per query). The floor is
 matrix-vector product over the same (B, N, d) float32 tensor in torch, one query vector per row,
 timed in the same process and interleaved with the family (the faster of ``torch.matmul`` and a
 per-row ``torch.mv``, which differ by up to 4x on CPU for B > 1). ``seconds`` and
-``floor_seconds`` are medians of the repeats; ``ratio`` = seconds / floor_seconds. Families with
+``floor_seconds`` are medians of the repeats (at least ``--repeats`` calls each, and more for fast
+cases, until ``--min-case-seconds``); ``ratio`` = seconds / floor_seconds. Families with
 the additive score (ff, conv1d, se) add ``layer_ratio``: the bare product of that score's d -> h
 hidden layer over the same memories, timed alongside, over the floor (see ``ADDITIVE``).
 
@@ -80,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per case, median reported (default 7)")
     parser.add_argument("--case-seconds", type=float, default=4.0,
                         help="stop repeating a case after this long once 3 repeats are in (default 4)")
+    parser.add_argument("--min-case-seconds", type=float, default=1.0,
+                        help="keep repeating a fast case until this long (up to 2000 calls; default 1): "
+                             "steadier medians for sub-millisecond calls")
     parser.add_argument("--max-call-seconds", type=float, default=20.0,
                         help="skip a case whose estimated time per call is longer (default 20)")
     parser.add_argument("--threads", type=int, default=0,
@@ -130,16 +134,30 @@ def _available_mb() -> float:
 # ------------------------------------------------------------------------------------ one case
 
 
-def _median_times(fns: list, repeats: int, budget: float) -> list[float]:
-    """Call each of ``fns`` in turn ``repeats`` times (fewer past ``budget`` seconds, but at least 3); medians."""
+MAX_REPEATS = 2000
+"""Upper bound on the rounds of a fast case that ``--min-case-seconds`` keeps repeating."""
+
+
+def _median_times(fns: list, repeats: int, budget: float, least: float = 0.0) -> list[float]:
+    """Call each of ``fns`` in turn, round after round; medians of each one's times.
+
+    ``repeats`` rounds (fewer past ``budget`` seconds, but at least 3), and more while the rounds
+    so far took under ``least`` seconds (up to :data:`MAX_REPEATS`): a sub-millisecond case then gets
+    hundreds of rounds, so that its median does not hang on a handful of calls.
+    """
     times: list[list[float]] = [[] for _ in fns]
     start = time.perf_counter()
-    for r in range(repeats):
+    r = 0
+    while True:
         for i, fn in enumerate(fns):
             t = time.perf_counter()
             fn()
             times[i].append(time.perf_counter() - t)
-        if r >= 2 and time.perf_counter() - start > budget:
+        r += 1
+        elapsed = time.perf_counter() - start
+        if r >= repeats and (elapsed >= least or r >= MAX_REPEATS):
+            break
+        if r >= 3 and elapsed > budget:
             break
     return [statistics.median(t) for t in times]
 
@@ -186,7 +204,7 @@ def _case(label: str, n: int, batch: int, args: argparse.Namespace) -> dict:
             family()
             peak = max(0.0, _status_mb("VmHWM") - before)
         fns = [family, floor] + ([hidden_layer] if label in ADDITIVE else [])
-        seconds, floor_seconds, *layer = _median_times(fns, args.repeats, args.case_seconds)
+        seconds, floor_seconds, *layer = _median_times(fns, args.repeats, args.case_seconds, args.min_case_seconds)
     rec = {"family": label, "n": n, "batch": batch, "seconds": seconds, "floor_seconds": floor_seconds,
            "ratio": seconds / floor_seconds, "peak_mb": None if peak is None else round(peak, 1)}
     if layer:
@@ -231,6 +249,7 @@ def _run(args: argparse.Namespace) -> list[dict]:
     batches = args.batches or (QUICK_BATCHES if args.quick else BATCHES)
     if args.quick:
         args.repeats, args.case_seconds = min(args.repeats, 2), min(args.case_seconds, 0.5)
+        args.min_case_seconds = 0.0
     records = []
     for label in labels:
         last: tuple[float, float] | None = None  # (cost, seconds) of the largest case run so far
