@@ -184,8 +184,9 @@ def test_weak_hints_use_answers_and_questions_only(tmp_path):
 
 
 def test_bridge_hint_is_the_probability_of_a_chain_from_question_to_answer(tmp_path):
-    """Memories 0 -> 2 form the only chain (0 shares word 5 with the question, 2 shares word 6 with 0
-    and holds the answer 7); 1 holds the answer but links to nothing; 3 links to 0 but lacks the answer."""
+    """Memories 0 -> 2 form the only chain (0 holds the question's word 5, 2 shares word 6 with 0 and
+    holds the answer 7); 1 holds the answer but links to nothing; 3 links to 0 but lacks the answer.
+    A second question word (8, held by memory 3 only) must then be covered: 3 -> 0 -> 2 is the chain."""
     from dataclasses import asdict
 
     from memsel.pretrain import SelectorLightningModule
@@ -194,27 +195,35 @@ def test_bridge_hint_is_the_probability_of_a_chain_from_question_to_answer(tmp_p
                              "pretrain.bridge_hint=1"])
     spec = {"vocab_size": 10, "max_memories": 4, "max_sentence_len": 3}
     module = SelectorLightningModule(asdict(cfg.selector), spec, asdict(cfg.pretrain), hops=2, reader_hops=2,
-                                     answer_ids=[7], content_ids=[5, 6, 7, 8])
+                                     answer_ids=[7], content_ids=[5, 6, 7, 8, 9])
     memories = torch.tensor([[[2, 5, 6], [2, 7, 0], [2, 6, 7], [2, 6, 8]]])  # token 2 ('the') is no content word
-    batch = {"memories": memories, "query": torch.tensor([[5, 2, 0]]), "answer": torch.tensor([7])}
+    batch = {"memories": memories, "query": torch.tensor([[5, 2, 9, 5]]), "answer": torch.tensor([7])}
     mask = torch.ones(1, 4, dtype=torch.bool)
     link = module._shared_words(memories, mask)[0]
     assert link.tolist() == [[False, False, True, True], [False, False, True, False],
                              [True, True, False, True], [True, False, True, False]]
-    shares = module._shares_query_word(batch, mask)
-    hops = torch.tensor([2])
+    bits, full = module._query_word_bits(batch, mask)  # 9 is held by no memory; 5 counts once
+    assert bits.tolist() == [[1, 0, 0, 0]] and full.tolist() == [1]
 
-    def hint(p1, p2):
-        logps = [torch.tensor([p1]).clamp(min=1e-30).log(), torch.tensor([p2]).clamp(min=1e-30).log()]
-        return float(module._bridge_hint(batch, mask, shares, logps, hops))
+    def hint(*ps, hops=2):
+        logps = [torch.tensor([p]).clamp(min=1e-30).log() for p in ps]
+        out = module._bridge_hint(batch, mask, logps, torch.tensor([hops]))
+        return None if out is None else float(out)
 
     assert hint([0.25] * 4, [0.25] * 4) == pytest.approx(-math.log(0.25 * 0.25))  # one chain of four by four
     assert hint([1, 0, 0, 0], [0, 0, 1, 0]) == pytest.approx(0.0, abs=1e-6)  # all mass on the chain
     assert hint([1, 0, 0, 0], [0, 0.5, 0.5, 0]) == pytest.approx(math.log(2))
     assert hint([1, 0, 0, 0], [0, 1, 0, 0]) > 20  # the answer, but no link from the first hop
-    assert hint([0, 0, 0, 1], [0, 0, 1, 0]) > 20  # a link, but the first hop shares nothing with the question
+    assert hint([0, 0, 0, 1], [0, 0, 1, 0]) > 20  # a link, but the first hop holds no question word
+
+    batch["query"] = torch.tensor([[5, 2, 8, 0]])  # words 5 and 8: a chain must hold both
+    assert module._query_word_bits(batch, mask)[1].tolist() == [3]
+    assert hint([1, 0, 0, 0], [0, 0, 1, 0]) is None  # no two hops hold both words and end at the answer
+    third = [0, 0, 1, 0]
+    assert hint([0, 0, 0, 1], [1, 0, 0, 0], third, hops=3) == pytest.approx(0.0, abs=1e-6)  # 3 -> 0 -> 2
+    assert hint([0.25] * 4, [0.25] * 4, [0.25] * 4, hops=3) == pytest.approx(-math.log(2 / 64))  # 3-0-2, 0-3-2
     batch["answer"] = torch.tensor([9])  # no memory holds it: no chain, no loss
-    assert module._bridge_hint(batch, mask, shares, [torch.zeros(1, 4)] * 2, hops) is None
+    assert module._bridge_hint(batch, mask, [torch.zeros(1, 4)] * 2, torch.tensor([2])) is None
 
 
 def test_weak_supervision_hints_need_weak_supervision():

@@ -236,9 +236,10 @@ class PretrainConfig:
     last, picks a memory sharing a content word (one in at most 40% of the train memories) with the question."""
     bridge_hint: float = 0.0
     """Weak supervision, multi-hop: weight of the likelihood that the hops form a chain, the first picking
-    a memory that shares a content word with the question, each later one a memory that shares a
-    content word with the one before, the last one holding the answer word (summed over all such
-    chains under the selector's hop distributions; answers, questions and memory words only)."""
+    a memory that holds a content word of the question, each later one a memory that shares a content
+    word with the one before, the last one holding the answer word, and the chain as a whole holding
+    every content word of the question that the story holds (summed over all such chains under the
+    selector's hop distributions; answers, questions and memory words only, no labels)."""
     restarts: int = 1
     """Train this many times from different initialisations (seeds seed, seed + 1000, ...) and keep the
     run with the best checkpoint on the validation split. Multi-hop training now and then settles in

@@ -42,6 +42,9 @@ from memsel.network import Selector, recency_prior
 
 log = logging.getLogger(__name__)
 
+COVER_WORDS = 3
+"""The bridge hint asks a chain to hold at most this many of the question's content words (2 in bAbI)."""
+
 
 class SampleDataset(Dataset):
     """EncodedSamples as a map-style dataset of dicts (the default collate stacks them)."""
@@ -144,32 +147,57 @@ class SelectorLightningModule(L.LightningModule):
         eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
         return pair & ~eye & mask[:, :, None] & mask[:, None, :]
 
-    def _bridge_hint(self, batch: dict[str, torch.Tensor], mask: torch.Tensor, shares: torch.Tensor,
-                     logps: list[torch.Tensor], hops: torch.Tensor) -> torch.Tensor | None:
+    def _query_word_bits(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which of the question's content words each memory holds, as bits: (B, N) long, and (B,) the
+        bits of all of them. Only words that some real memory of the row holds count (a word no memory
+        holds can be covered by no chain), each once, the first :data:`COVER_WORDS` of them."""
+        q = batch["query"]  # (B, L)
+        words = self.content[q] & (q > 0)
+        earlier = torch.tril(torch.ones(q.shape[1], q.shape[1], dtype=torch.bool, device=q.device), -1)  # (L, L)
+        repeat = ((q.unsqueeze(-1) == q.unsqueeze(1)) & earlier).any(-1)  # (B, L) the same word came before
+        held = (batch["memories"].unsqueeze(-1) == q[:, None, None, :]).any(2) & mask.unsqueeze(-1)  # (B, N, L)
+        counted = words & ~repeat & held.any(1)  # (B, L)
+        rank = counted.long().cumsum(-1) - 1  # (B, L) the bit of each counted word
+        counted = counted & (rank < COVER_WORDS)
+        bit = torch.where(counted, 1 << rank.clamp(min=0), 0)  # (B, L)
+        return (held.long() * bit.unsqueeze(1)).sum(-1), bit.sum(-1)  # each word once: bits, not a count
+
+    def _bridge_hint(self, batch: dict[str, torch.Tensor], mask: torch.Tensor, logps: list[torch.Tensor],
+                     hops: torch.Tensor) -> torch.Tensor | None:
         """-log P(the hops form a chain), the mean over multi-hop rows where a chain exists.
 
-        P = sum over chains m_1 .. m_k of prod_h p_h(m_h), where m_1 shares a content word with the
-        question, m_h with m_{h-1}, and m_k holds the answer word; computed in log space, hop by hop
-        (a (B, N) x (B, N, N) log-sum-exp per hop).
+        P = sum over chains m_1 .. m_k of prod_h p_h(m_h), where m_1 holds a content word of the
+        question, each m_h shares a content word with m_{h-1}, m_k holds the answer word, and the
+        chain's memories hold every content word of the question that the story holds (a question
+        word that no hop reads would be ignored). Computed in log space hop by hop over (memory, words
+        covered so far) states: a (B, N, N, 2^w) log-sum-exp per hop, w <= COVER_WORDS.
         """
         holds = (batch["memories"] == batch["answer"][:, None, None]).any(-1) & mask  # (B, N)
         link = self._shared_words(batch["memories"], mask)  # (B, N, N)
+        bits, full = self._query_word_bits(batch, mask)  # (B, N), (B,)
+        states = 1 << COVER_WORDS
+        s = torch.arange(states, device=mask.device)
+        # grow[b, j, s, t]: reading memory j in state s (words covered) leads to state t = s | bits(j)
+        grow = (s[None, None, :] | bits.unsqueeze(-1)).unsqueeze(-1) == s  # (B, N, S, S)
         none = -1e9
-        log_v = logps[0].masked_fill(~shares, none)  # (B, N) log P(chains so far end at m)
-        reach = shares  # (B, N) whether any chain ends at m (whatever the probabilities)
-        end_v = torch.full_like(log_v, none)
-        end_reach = torch.zeros_like(reach)
+        start = F.one_hot(bits, states).bool() & ((bits > 0) & mask).unsqueeze(-1)  # (B, N, S)
+        log_v = torch.where(start, logps[0].unsqueeze(-1), none)  # (B, N, S) log P(chains so far, ending at m, in s)
+        reach = start  # (B, N, S) whether any chain gets there, whatever the probabilities
+        ends = torch.full_like(logps[0], none)
+        end_reach = torch.zeros_like(mask)
+        goal = F.one_hot(full, states).bool().unsqueeze(1)  # (B, 1, S)
         for h in range(1, len(logps)):
-            step = torch.logsumexp(log_v.unsqueeze(-1) + torch.where(link, 0.0, none), dim=1)  # (B, N)
-            log_v = logps[h] + step
-            reach = (reach.unsqueeze(-1) & link).any(1)
+            step = torch.logsumexp(log_v.unsqueeze(2) + torch.where(link, 0.0, none).unsqueeze(-1), dim=1)  # (B, N, S)
+            log_v = torch.logsumexp(step.unsqueeze(-1) + torch.where(grow, 0.0, none), dim=2) + logps[h].unsqueeze(-1)
+            moved = (reach.unsqueeze(2) & link.unsqueeze(-1)).any(1)  # (B, N, S)
+            reach = (moved.unsqueeze(-1) & grow).any(2)
             last = (hops == h + 1).unsqueeze(-1)
-            end_v = torch.where(last, log_v, end_v)
-            end_reach = torch.where(last, reach, end_reach)
+            ends = torch.where(last, torch.logsumexp(log_v.masked_fill(~goal, none), dim=-1), ends)
+            end_reach = torch.where(last, (reach & goal).any(-1), end_reach)
         rows = (hops > 1) & (end_reach & holds).any(-1)
         if not rows.any():
             return None
-        return -torch.logsumexp(end_v.masked_fill(~holds, none), dim=-1)[rows].mean()
+        return -torch.logsumexp(ends.masked_fill(~holds, none), dim=-1)[rows].mean()
 
     def _hop_counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.hops > 0:
@@ -186,8 +214,7 @@ class SelectorLightningModule(L.LightningModule):
         reads, sel_loss, sel_rows, hits, labelled = [], 0.0, 0.0, 0.0, 0.0
         last_logp = torch.zeros(b, n)  # each row's log-probabilities at its last hop
         query_hint, hinted = 0.0, 0.0
-        hinting = self.weak and (self.cfg.query_hint > 0 or self.cfg.bridge_hint > 0)
-        shares = self._shares_query_word(batch, mask) if hinting else None
+        shares = self._shares_query_word(batch, mask) if self.weak and self.cfg.query_hint > 0 else None
         logps = []
         for h in range(int(hops.max()) if b else 0):
             active = (hops > h).to(selected.dtype)
@@ -195,7 +222,7 @@ class SelectorLightningModule(L.LightningModule):
             logp = F.log_softmax(logits, dim=-1)
             last_logp = torch.where((hops == h + 1).unsqueeze(-1), logp, last_logp)
             logps.append(logp)
-            if shares is not None and self.cfg.query_hint > 0:  # the first hop and every hop before the last
+            if shares is not None:  # the first hop and every hop before the last
                 rows = shares.any(-1) & ((hops > h + 1) | (h == 0))
                 if rows.any():
                     query_hint = query_hint - torch.logsumexp(logp.masked_fill(~shares, -1e9), dim=-1)[rows].sum()
@@ -232,7 +259,7 @@ class SelectorLightningModule(L.LightningModule):
                     parts["answer_hint_loss"] = hint.detach()
                     loss = loss + self.cfg.answer_hint * hint
             if self.cfg.bridge_hint > 0 and len(logps) > 1:
-                chain = self._bridge_hint(batch, mask, shares, logps, hops)
+                chain = self._bridge_hint(batch, mask, logps, hops)
                 if chain is not None:
                     parts["bridge_hint_loss"] = chain.detach()
                     loss = loss + self.cfg.bridge_hint * chain
