@@ -131,12 +131,21 @@ class SelectorLightningModule(L.LightningModule):
             content[torch.as_tensor(content_ids, dtype=torch.long)] = True
         self.register_buffer("content", content, persistent=False)
 
-    def _shares_query_word(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        """(B, N) memories that share a content word with the question."""
+    def _query_words_held(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """(B, N, L) True where real memory n holds the question's word l and that word is a content word."""
         q = batch["query"]
         words = self.content[q] & (q > 0)  # (B, L) the query's content words
-        shares = ((batch["memories"].unsqueeze(-1) == q[:, None, None, :]) & words[:, None, None, :]).any(-1)
-        return shares.any(-1) & mask
+        held = (batch["memories"].unsqueeze(-1) == q[:, None, None, :]).any(2)  # (B, N, L)
+        return held & words.unsqueeze(1) & mask.unsqueeze(-1)
+
+    def _shares_query_word(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """(B, N) memories that share a content word with the question."""
+        return self._query_words_held(batch, mask).any(-1)
+
+    @staticmethod
+    def _holds_answer(batch: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """(B, N) real memories that hold the answer word."""
+        return (batch["memories"] == batch["answer"][:, None, None]).any(-1) & mask
 
     def _shared_words(self, memories: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, N, N) True where two different real memories share a content word."""
@@ -152,11 +161,10 @@ class SelectorLightningModule(L.LightningModule):
         bits of all of them. Only words that some real memory of the row holds count (a word no memory
         holds can be covered by no chain), each once, the first :data:`COVER_WORDS` of them."""
         q = batch["query"]  # (B, L)
-        words = self.content[q] & (q > 0)
         earlier = torch.tril(torch.ones(q.shape[1], q.shape[1], dtype=torch.bool, device=q.device), -1)  # (L, L)
         repeat = ((q.unsqueeze(-1) == q.unsqueeze(1)) & earlier).any(-1)  # (B, L) the same word came before
-        held = (batch["memories"].unsqueeze(-1) == q[:, None, None, :]).any(2) & mask.unsqueeze(-1)  # (B, N, L)
-        counted = words & ~repeat & held.any(1)  # (B, L)
+        held = self._query_words_held(batch, mask)  # (B, N, L)
+        counted = ~repeat & held.any(1)  # (B, L)
         rank = counted.long().cumsum(-1) - 1  # (B, L) the bit of each counted word
         counted = counted & (rank < COVER_WORDS)
         bit = torch.where(counted, 1 << rank.clamp(min=0), 0)  # (B, L)
@@ -172,7 +180,7 @@ class SelectorLightningModule(L.LightningModule):
         word that no hop reads would be ignored). Computed in log space hop by hop over (memory, words
         covered so far) states: a (B, N, N, 2^w) log-sum-exp per hop, w <= COVER_WORDS.
         """
-        holds = (batch["memories"] == batch["answer"][:, None, None]).any(-1) & mask  # (B, N)
+        holds = self._holds_answer(batch, mask)  # (B, N)
         link = self._shared_words(batch["memories"], mask)  # (B, N, N)
         bits, full = self._query_word_bits(batch, mask)  # (B, N), (B,)
         states = 1 << COVER_WORDS
@@ -182,19 +190,16 @@ class SelectorLightningModule(L.LightningModule):
         none = -1e9
         start = F.one_hot(bits, states).bool() & ((bits > 0) & mask).unsqueeze(-1)  # (B, N, S)
         log_v = torch.where(start, logps[0].unsqueeze(-1), none)  # (B, N, S) log P(chains so far, ending at m, in s)
-        reach = start  # (B, N, S) whether any chain gets there, whatever the probabilities
         ends = torch.full_like(logps[0], none)
-        end_reach = torch.zeros_like(mask)
         goal = F.one_hot(full, states).bool().unsqueeze(1)  # (B, 1, S)
         for h in range(1, len(logps)):
             step = torch.logsumexp(log_v.unsqueeze(2) + torch.where(link, 0.0, none).unsqueeze(-1), dim=1)  # (B, N, S)
             log_v = torch.logsumexp(step.unsqueeze(-1) + torch.where(grow, 0.0, none), dim=2) + logps[h].unsqueeze(-1)
-            moved = (reach.unsqueeze(2) & link.unsqueeze(-1)).any(1)  # (B, N, S)
-            reach = (moved.unsqueeze(-1) & grow).any(2)
             last = (hops == h + 1).unsqueeze(-1)
             ends = torch.where(last, torch.logsumexp(log_v.masked_fill(~goal, none), dim=-1), ends)
-            end_reach = torch.where(last, (reach & goal).any(-1), end_reach)
-        rows = (hops > 1) & (end_reach & holds).any(-1)
+        # No chain ends at m: ends stays near `none` (-1e9); any chain: a sum of real memories' log-probabilities,
+        # which softmax over finite logits keeps far above none / 2.
+        rows = (hops > 1) & ((ends > none / 2) & holds).any(-1)
         if not rows.any():
             return None
         return -torch.logsumexp(ends.masked_fill(~holds, none), dim=-1)[rows].mean()
@@ -252,7 +257,7 @@ class SelectorLightningModule(L.LightningModule):
             if self.cfg.answer_hint > 0:
                 # The answer is read from the last memory chosen: the marginal likelihood that the
                 # last hop picks one of the memories holding the answer word (answers only, no labels).
-                holds = (batch["memories"] == batch["answer"][:, None, None]).any(-1) & mask  # (B, N)
+                holds = self._holds_answer(batch, mask)  # (B, N)
                 rows = holds.any(-1)
                 if rows.any():
                     hint = -torch.logsumexp(last_logp.masked_fill(~holds, -1e9), dim=-1)[rows].mean()

@@ -54,12 +54,12 @@ QUICK_BATCHES = (1, 2)
 # Rough peak memory of one call in multiples of the input (B, N, d), to skip what cannot fit.
 MEMORY_FACTOR = {"conv1d": 5.0, "mha+sa:full": 10.0, "mha+sa:chunked": 10.0, "mha+sa:linear": 10.0}
 TARGETS = {"ff": 3.0, "mha": 6.0}
+"""Ratio targets at N >= 16k (issue: ff within 3x of the floor, mha cross-attention within 6x)."""
 ADDITIVE = ("ff", "conv1d", "se")
 """Families scored by the additive (feed-forward) score: their cases also time its hidden layer's bare
 (B, N, d) x (d, h) product in the same interleaved run, ``layer_ratio`` (its time / the floor's):
 what the arithmetic of a d -> h layer over every memory costs in torch's BLAS before any
 activation, readout or age feature, i.e. about h times the floor's multiply-adds."""
-"""Ratio targets at N >= 16k (issue: ff within 3x of the floor, mha cross-attention within 6x)."""
 
 
 def _int_list(text: str) -> list[int]:
