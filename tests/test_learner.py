@@ -96,3 +96,54 @@ def test_hard_trust_region_stops_the_update(pretrained_run, ray_session):
     stats_free, _, steps_free = _one_iteration(cfg, data, path, target_kl=0.0)
     assert stats_free["update_stopped_early"] == 0.0
     assert steps_free >= 8
+
+
+def test_conjugate_gradient_solves_a_positive_definite_system():
+    from memsel.rllib_models.learner import conjugate_gradient
+
+    gen = torch.Generator().manual_seed(0)
+    m = torch.randn(6, 6, generator=gen, dtype=torch.float64)
+    a = m @ m.T + 0.5 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, generator=gen, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: a @ v, b, iters=6)  # exact in n steps (up to rounding)
+    assert torch.allclose(a @ x, b, atol=1e-8)
+    rough = conjugate_gradient(lambda v: a @ v, b, iters=1)  # one step: the steepest-descent point
+    assert not torch.allclose(a @ rough, b, atol=1e-3)
+
+
+def test_natural_update_is_refused_with_bad_settings():
+    with pytest.raises(ConfigError, match="ppo.update"):
+        load_config(sets=["ppo.update=trpo"])
+    with pytest.raises(ConfigError, match="ppo.max_kl"):
+        load_config(sets=["ppo.update=natural", "ppo.max_kl=0"])
+
+
+def test_natural_update_stays_in_its_trust_region(pretrained_run, ray_session):
+    cfg, data, path = pretrained_run
+    # Classic TRPO: one step per train batch (one epoch, one minibatch of the whole batch).
+    stats, moved, _ = _one_iteration(cfg, data, path, update="natural", max_kl=0.005, num_epochs=1,
+                                     minibatch_size=256, use_kl_loss=False)
+    assert moved
+    for key in ("natural_accepted", "natural_step_kl", "natural_improvement", "natural_backtracks", "distill_kl"):
+        assert key in stats, key
+    assert stats["natural_accepted"] == 1.0
+    assert 0.0 < stats["natural_step_kl"] <= 0.005
+    assert stats["natural_improvement"] > 0.0
+
+
+def test_natural_update_leaves_the_selector_to_the_trust_region_not_to_adam(pretrained_run, ray_session):
+    from memsel.rl import build_ppo_config
+
+    cfg, data, path = pretrained_run
+    cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, update="natural", max_kl=0.005))
+    algo = build_ppo_config(cfg, data.files["train_npz"], data.spec, path, teacher_return=0.9).build_algo()
+    try:
+        learner = algo.learner_group._learner
+        algo.train()
+        module = learner.module["default_policy"]
+        adam = learner.get_optimizer()
+        stepped = {id(p) for p, st in adam.state.items() if st}
+    finally:
+        algo.stop()
+    assert all(id(p) in stepped for p in module.value_head.parameters())
+    assert not any(id(p) in stepped for p in module.selector.parameters())

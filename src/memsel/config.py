@@ -84,6 +84,7 @@ REWARD_TIMINGS = ("per_hop", "final")
 READERS = ("contains", "learned")
 PRETRAIN_TARGETS = ("recency", "supporting", "mixed")
 PPO_VARIANTS = ("scratch", "no_distill")
+PPO_UPDATES = ("clip", "natural")
 
 
 @dataclass
@@ -323,6 +324,18 @@ class PPOSettings:
     """Re-standardise advantages per minibatch (per train batch is always on, in RLlib's GAE)."""
     target_kl: float = 0.0
     """Hard trust region: stop an iteration's remaining minibatch updates once approx. KL exceeds it; 0 = off."""
+    update: str = "clip"
+    """How the policy moves: 'clip' (PPO's clipped surrogate, Adam) or 'natural' (TRPO-style: a natural-gradient
+    step on the unclipped surrogate, found by conjugate gradient on Fisher-vector products, scaled to KL = max_kl
+    and backtracked until the objective improves within the trust region; Adam then trains the value head only)."""
+    max_kl: float = 0.01
+    """natural update: the trust region, mean KL(before || after) of one step."""
+    cg_iters: int = 10
+    """natural update: conjugate-gradient iterations for F x = g."""
+    cg_damping: float = 0.1
+    """natural update: damping added to the Fisher matrix (F + damping I)."""
+    line_search_steps: int = 10
+    """natural update: halvings of the step the backtracking line search tries before it gives up."""
     entropy_coeff_final: float = -1.0
     """Entropy schedule: linear from entropy_coeff to this over entropy_decay_steps env steps; < 0 = constant."""
     entropy_decay_steps: int = 10000
@@ -349,13 +362,15 @@ class PPOSettings:
         _check(self.lr > 0, f"{p}.lr", "a number > 0", self.lr)
         _check(self.clip_param > 0, f"{p}.clip_param", "a number > 0", self.clip_param)
         for name in ("kl_coeff", "kl_target", "entropy_coeff", "vf_loss_coeff", "grad_clip", "distill_coeff",
-                     "distill_final", "vf_clip", "dual_clip", "target_kl"):
+                     "distill_final", "vf_clip", "dual_clip", "target_kl", "cg_damping"):
             _check(getattr(self, name) >= 0, f"{p}.{name}", "a number >= 0", getattr(self, name))
         _check(self.distill_schedule in DISTILL_SCHEDULES, f"{p}.distill_schedule",
                f"one of {list(DISTILL_SCHEDULES)}", self.distill_schedule)
         _check(self.dual_clip == 0 or self.dual_clip > 1, f"{p}.dual_clip", "0 (off) or a number > 1",
                self.dual_clip)
-        for name in ("distill_decay_steps", "entropy_decay_steps"):
+        _check(self.update in PPO_UPDATES, f"{p}.update", f"one of {list(PPO_UPDATES)}", self.update)
+        _check(self.max_kl > 0, f"{p}.max_kl", "a number > 0", self.max_kl)
+        for name in ("distill_decay_steps", "entropy_decay_steps", "cg_iters", "line_search_steps"):
             _check(getattr(self, name) >= 1, f"{p}.{name}", "an integer >= 1", getattr(self, name))
         _check(0 <= self.gamma <= 1, f"{p}.gamma", "a number in [0, 1]", self.gamma)
         _check(0 <= self.lambda_ <= 1, f"{p}.lambda_", "a number in [0, 1]", self.lambda_)

@@ -52,7 +52,9 @@ def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_pat
             "teacher_path": start, "teacher_return": teacher_return, "distill_coeff": p.distill_coeff,
             "distill_schedule": p.distill_schedule, "distill_final": p.distill_final,
             "distill_decay_steps": p.distill_decay_steps, "dual_clip": p.dual_clip,
-            "minibatch_advantage_norm": p.minibatch_advantage_norm, "target_kl": p.target_kl})
+            "minibatch_advantage_norm": p.minibatch_advantage_norm, "target_kl": p.target_kl,
+            "update": p.update, "max_kl": p.max_kl, "cg_iters": p.cg_iters, "cg_damping": p.cg_damping,
+            "line_search_steps": p.line_search_steps})
         .training(lr=p.lr, train_batch_size_per_learner=p.train_batch_size, minibatch_size=p.minibatch_size,
                   num_epochs=p.num_epochs, clip_param=p.clip_param, use_kl_loss=p.use_kl_loss,
                   kl_coeff=p.kl_coeff, kl_target=p.kl_target, entropy_coeff=entropy,
