@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"
-EXPERIMENTS = ("strong", "weak", "weak_long", "weak_tuned", "weak_bridge", "efficiency")
+EXPERIMENTS = ("strong", "weak", "weak_long", "weak_tuned", "weak_bridge", "weak_natural", "efficiency")
 # End-To-End Memory Networks (Sukhbaatar et al. 2015), Table 1, bAbI 1k, test error (%): the best
 # published variant per task (tasks 1, 2, 3).
 MEMN2N_BEST = {1: 0.0, 2: 8.3, 3: 21.9}
@@ -306,6 +306,14 @@ def write_report(path: Path) -> None:
                 "how multi-hop questions are built that MemN2N does not have; see the header. It does nothing on "
                 "one-hop task 1.", ""]
         out += weak_table(runs["weak_bridge"]) + [""]
+    if "weak_natural" in runs:
+        out += ["### 2e. A TRPO-style natural-gradient update instead of PPO's clipped surrogate (`weak_natural.yaml`)",
+                "",
+                "As 2d (the same pretraining, so the same pretrained network per seed), but the fine-tuning moves the "
+                "selector by natural-gradient steps (`ppo.update: natural`): conjugate gradient on Fisher-vector "
+                "products, each step scaled to KL 0.01 and backtracked until the loss falls within it, one epoch "
+                "over each batch of 512 env steps in one minibatch; Adam trains the value head only.", ""]
+        out += weak_table(runs["weak_natural"]) + [""]
     if "efficiency" in runs:
         out += ["## 3. Sample efficiency: env steps to 95% of the best final return", "",
                 "Env steps until a PPO run's training return first reaches 95% of the best final return among "
