@@ -101,6 +101,11 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
     return x
 
 
+def flat_grad(grads: tuple[torch.Tensor | None, ...], params: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.autograd.grad``'s output as one vector; a parameter the output does not reach counts 0."""
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+
 def masked_mean_kl(old_logits: torch.Tensor, new_logits: torch.Tensor, mean: Callable) -> torch.Tensor:
     """Mean over rows of KL(softmax(old) || softmax(new)); masked slots carry -inf-like logits and
     vanish from both distributions."""
@@ -225,18 +230,14 @@ class DistillPPOTorchLearner(PPOTorchLearner):
         o = self._opts
         module = self.module[module_id].unwrapped()
         params = [p for p in module.selector.parameters() if p.requires_grad]
-        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-        g = torch.cat([(gr if gr is not None else torch.zeros_like(p)).reshape(-1) for gr, p in zip(grads, params)])
+        g = flat_grad(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params)
         old_logits = logits.detach()
         kl = masked_mean_kl(old_logits, logits, mean)  # 0 at the current weights; its Hessian is F
-        kl_grads = torch.autograd.grad(kl, params, create_graph=True, allow_unused=True)
-        flat_kl_grad = torch.cat([(gr if gr is not None else torch.zeros_like(p)).reshape(-1)
-                                  for gr, p in zip(kl_grads, params)])
+        flat_kl_grad = flat_grad(torch.autograd.grad(kl, params, create_graph=True, allow_unused=True), params)
 
         def fisher_vector(v: torch.Tensor) -> torch.Tensor:
             hv = torch.autograd.grad(flat_kl_grad @ v, params, retain_graph=True, allow_unused=True)
-            flat = torch.cat([(h if h is not None else torch.zeros_like(p)).reshape(-1) for h, p in zip(hv, params)])
-            return flat + o["cg_damping"] * v
+            return flat_grad(hv, params) + o["cg_damping"] * v
 
         direction = conjugate_gradient(fisher_vector, -g, o["cg_iters"])
         curvature = float(direction @ fisher_vector(direction))
