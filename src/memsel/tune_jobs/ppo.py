@@ -41,7 +41,8 @@ class PPOOutcome:
     best_config: dict[str, Any]
     """The searched PPO fields of the best trial (empty for a plain train run)."""
     curve: list[dict[str, float]] = field(default_factory=list)
-    """Per iteration of the best trial: iteration, env steps, return, mean KL, distillation KL."""
+    """Per iteration of the best trial: iteration, env steps, return, mean KL, distillation KL, entropy
+    (and the natural update's step KL)."""
     trials: list[dict[str, Any]] = field(default_factory=list)
     """Every trial: its searched fields, last return and iterations run."""
 
@@ -59,6 +60,7 @@ _CURVE_KEYS = {
     "mean_kl_loss": "learners/default_policy/mean_kl_loss",
     "distill_kl": "learners/default_policy/distill_kl",
     "entropy": "learners/default_policy/entropy",
+    "step_kl": "learners/default_policy/natural_step_kl",  # ppo.update natural only
 }
 
 
