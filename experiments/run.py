@@ -241,6 +241,23 @@ def weak_table(runs: dict[int, dict[int, dict]]) -> list[str]:
     return lines
 
 
+def paired_update_table(natural: dict[int, dict[int, dict]], clip: dict[int, dict[int, dict]]) -> list[str]:
+    """The natural update next to PPO's clip on the seeds both ran (the same pretrained network per seed)."""
+    lines = ["| task | seeds | answer error, clip (2d) | answer error, natural (2e) | seeds where natural is better "
+             "| PPO phase (s), clip | PPO phase (s), natural |", "|---|---|---|---|---|---|---|"]
+    for task in sorted(natural):
+        seeds = sorted(set(natural[task]) & set(clip.get(task, {})))
+        if not seeds:
+            continue
+        a = [error(clip[task][s], "ppo", "answer_accuracy") for s in seeds]
+        b = [error(natural[task][s], "ppo", "answer_accuracy") for s in seeds]
+        wins = sum(y is not None and x is not None and y < x for x, y in zip(a, b))
+        t = [[r[task][s].get("timings", {}).get("ppo") for s in seeds] for r in (clip, natural)]
+        lines.append(f"| {task} | {seeds_note({s: None for s in seeds})} | {spread(a)} | {spread(b)} | {wins} of "
+                     f"{len(seeds)} | {spread(t[0], '{:.0f}')} | {spread(t[1], '{:.0f}')} |")
+    return lines
+
+
 def efficiency_table(runs: dict[int, dict[int, dict]]) -> list[str]:
     lines = ["| task | seeds | PPO from scratch | PPO, pretrained | PPO, pretrained + distillation | "
              "ratio (distill / scratch) | <= 1/3 (median) | final train return (scratch / pretrained / + distill) |",
@@ -314,6 +331,9 @@ def write_report(path: Path) -> None:
                 "products, each step scaled to KL 0.01 and backtracked until the loss falls within it, one epoch "
                 "over each batch of 512 env steps in one minibatch; Adam trains the value head only.", ""]
         out += weak_table(runs["weak_natural"]) + [""]
+        if "weak_bridge" in runs:
+            out += ["Seed by seed against 2d's clipped PPO:", ""]
+            out += paired_update_table(runs["weak_natural"], runs["weak_bridge"]) + [""]
     if "efficiency" in runs:
         out += ["## 3. Sample efficiency: env steps to 95% of the best final return", "",
                 "Env steps until a PPO run's training return first reaches 95% of the best final return among "
