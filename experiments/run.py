@@ -293,6 +293,34 @@ def efficiency_table(runs: dict[int, dict[int, dict]]) -> list[str]:
     return lines
 
 
+WEAK_SECTIONS = {  # experiment -> its heading (and text) in section 2 of the report, in report order
+    "weak_long": ["### 2b. The same with a longer PPO phase (80 iterations instead of 30, `weak_long.yaml`)"],
+    "weak_tuned": ["### 2c. Regularised pretraining (weight decay 1e-3, 8 heads, best of 2 pretraining runs on "
+                   "validation answer accuracy, `weak_tuned.yaml`); PPO as in 2"],
+    "weak_bridge": [
+        "### 2d. With the bridge hint (`weak_bridge.yaml`: as 2c, plus `pretrain.bridge_hint: 1`)", "",
+        "The bridge hint is the likelihood that the hops form a chain: the first holds a word of the "
+        "question, each next one shares a content word with the one before, the last holds the answer "
+        "word, and together they hold every content word of the question that the story holds. It reads "
+        "answers, questions and memory words, never the supporting-fact labels, but it is a prior about "
+        "how multi-hop questions are built that MemN2N does not have; see the header. It does nothing on "
+        "one-hop task 1."],
+    "weak_natural": [
+        "### 2e. A TRPO-style natural-gradient update instead of PPO's clipped surrogate (`weak_natural.yaml`)", "",
+        "As 2d (the same pretraining, so the same pretrained network per seed), but the fine-tuning moves the "
+        "selector by natural-gradient steps (`ppo.update: natural`): conjugate gradient on Fisher-vector "
+        "products, each step scaled to KL 0.01 and backtracked until the loss falls within it, one epoch "
+        "over each batch of 512 env steps in one minibatch; Adam trains the value head only."],
+    "weak_recency": [
+        "### 2f. A stronger temporal prior (`weak_recency.yaml`: as 2d, with `pretrain.recency_weight: 0.5` "
+        "instead of 0.2)", "",
+        "The weight of the recency prior (exponential decay over memory age, the seed's temporal bias) next "
+        "to the answer loss and the hints. It was chosen after pretraining-only runs of seeds 0-2 on task 2 "
+        "whose test answer error we looked at (7.3, 11.9, 5.1 against 9.7, 11.8, 8.4 at 0.2), so seeds 3-5 "
+        "are the clean estimate."],
+}
+
+
 def write_report(path: Path) -> None:
     runs = load_all()
     header = (ROOT / "experiments" / "RESULTS-header.md").read_text()
@@ -308,41 +336,13 @@ def write_report(path: Path) -> None:
                 "No supporting-fact labels: pretraining trains the selector and the answer reader end to end on "
                 "answers; PPO's reward is 1 when the reader answers right from the memories it chose.", ""]
         out += weak_table(runs["weak"]) + [""]
-    if "weak_long" in runs:
-        out += ["### 2b. The same with a longer PPO phase (80 iterations instead of 30, `weak_long.yaml`)", ""]
-        out += weak_table(runs["weak_long"]) + [""]
-    if "weak_tuned" in runs:
-        out += ["### 2c. Regularised pretraining (weight decay 1e-3, 8 heads, best of 2 pretraining runs on "
-                "validation answer accuracy, `weak_tuned.yaml`); PPO as in 2", ""]
-        out += weak_table(runs["weak_tuned"]) + [""]
-    if "weak_bridge" in runs:
-        out += ["### 2d. With the bridge hint (`weak_bridge.yaml`: as 2c, plus `pretrain.bridge_hint: 1`)", "",
-                "The bridge hint is the likelihood that the hops form a chain: the first holds a word of the "
-                "question, each next one shares a content word with the one before, the last holds the answer "
-                "word, and together they hold every content word of the question that the story holds. It reads "
-                "answers, questions and memory words, never the supporting-fact labels, but it is a prior about "
-                "how multi-hop questions are built that MemN2N does not have; see the header. It does nothing on "
-                "one-hop task 1.", ""]
-        out += weak_table(runs["weak_bridge"]) + [""]
-    if "weak_natural" in runs:
-        out += ["### 2e. A TRPO-style natural-gradient update instead of PPO's clipped surrogate (`weak_natural.yaml`)",
-                "",
-                "As 2d (the same pretraining, so the same pretrained network per seed), but the fine-tuning moves the "
-                "selector by natural-gradient steps (`ppo.update: natural`): conjugate gradient on Fisher-vector "
-                "products, each step scaled to KL 0.01 and backtracked until the loss falls within it, one epoch "
-                "over each batch of 512 env steps in one minibatch; Adam trains the value head only.", ""]
-        out += weak_table(runs["weak_natural"]) + [""]
-        if "weak_bridge" in runs:
-            out += ["Seed by seed against 2d's clipped PPO:", ""]
-            out += paired_update_table(runs["weak_natural"], runs["weak_bridge"]) + [""]
-    if "weak_recency" in runs:
-        out += ["### 2f. A stronger temporal prior (`weak_recency.yaml`: as 2d, with `pretrain.recency_weight: 0.5` "
-                "instead of 0.2)", "",
-                "The weight of the recency prior (exponential decay over memory age, the seed's temporal bias) next "
-                "to the answer loss and the hints. It was chosen after pretraining-only runs of seeds 0-2 on task 2 "
-                "whose test answer error we looked at (7.3, 11.9, 5.1 against 9.7, 11.8, 8.4 at 0.2), so seeds 3-5 "
-                "are the clean estimate.", ""]
-        out += weak_table(runs["weak_recency"]) + [""]
+    for name, intro in WEAK_SECTIONS.items():
+        if name in runs:
+            out += intro + [""]
+            out += weak_table(runs[name]) + [""]
+            if name == "weak_natural" and "weak_bridge" in runs:
+                out += ["Seed by seed against 2d's clipped PPO:", ""]
+                out += paired_update_table(runs["weak_natural"], runs["weak_bridge"]) + [""]
     if "efficiency" in runs:
         out += ["## 3. Sample efficiency: env steps to 95% of the best final return", "",
                 "Env steps until a PPO run's training return first reaches 95% of the best final return among "

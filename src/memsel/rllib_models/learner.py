@@ -58,7 +58,8 @@ from memsel.network import Selector
 
 def distillation_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor,
                     mask: torch.Tensor) -> torch.Tensor:
-    """Per-sample KL(teacher || student) over the valid memory slots. (B,)"""
+    """Per-sample KL(teacher || student) over the valid memory slots (also the natural update's KL(before ||
+    after)). (B,)"""
     valid = mask > 0
     t_logp = F.log_softmax(teacher_logits, dim=-1)
     s_logp = F.log_softmax(student_logits, dim=-1)
@@ -104,14 +105,6 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
 def flat_grad(grads: tuple[torch.Tensor | None, ...], params: list[torch.Tensor]) -> torch.Tensor:
     """``torch.autograd.grad``'s output as one vector; a parameter the output does not reach counts 0."""
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
-
-
-def masked_mean_kl(old_logits: torch.Tensor, new_logits: torch.Tensor, mean: Callable) -> torch.Tensor:
-    """Mean over rows of KL(softmax(old) || softmax(new)); masked slots carry -inf-like logits and
-    vanish from both distributions."""
-    old_logp = F.log_softmax(old_logits, dim=-1)
-    kl = (old_logp.exp() * (old_logp - F.log_softmax(new_logits, dim=-1))).sum(-1)
-    return mean(kl)
 
 
 class DistillPPOTorchLearner(PPOTorchLearner):
@@ -232,7 +225,8 @@ class DistillPPOTorchLearner(PPOTorchLearner):
         params = [p for p in module.selector.parameters() if p.requires_grad]
         g = flat_grad(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params)
         old_logits = logits.detach()
-        kl = masked_mean_kl(old_logits, logits, mean)  # 0 at the current weights; its Hessian is F
+        valid = batch[Columns.OBS]["mask"]
+        kl = mean(distillation_kl(old_logits, logits, valid))  # KL(before || after): 0 here; its Hessian is F
         flat_kl_grad = flat_grad(torch.autograd.grad(kl, params, create_graph=True, allow_unused=True), params)
 
         def fisher_vector(v: torch.Tensor) -> torch.Tensor:
@@ -258,7 +252,7 @@ class DistillPPOTorchLearner(PPOTorchLearner):
                     offset += n
                 new_logits = module.forward_train(batch)[Columns.ACTION_DIST_INPUTS]
                 new_loss, _ = self._policy_loss(module_id, config, batch, new_logits, mean, loss_mask)
-                step_kl = float(masked_mean_kl(old_logits, new_logits, mean))
+                step_kl = float(mean(distillation_kl(old_logits, new_logits, valid)))
                 if float(new_loss) < before and step_kl <= o["max_kl"]:
                     return {"natural_accepted": 1.0, "natural_step_kl": step_kl,
                             "natural_improvement": before - float(new_loss), "natural_backtracks": float(tries)}
