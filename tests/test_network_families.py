@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from memsel.config import ConfigError, SelectorConfig, load_config
 from memsel.data.encode import DataSpec
-from memsel.layers import AdditiveScore, chunked_attention, full_attention, linear_attention
+from memsel.layers import (AdditiveScore, chunked_attention, full_attention, linear_attention, recency_order,
+                           stick_breaking)
 from memsel.network import Selector, read_selector_file
 
 SPEC = DataSpec(vocab_size=30, max_memories=8, max_sentence_len=6)
@@ -39,8 +40,13 @@ VARIANTS = {
     "mha-sa-full": {"kind": "mha", "self_attention_layers": 2},
     "mha-sa-chunked": {"kind": "mha", "self_attention_layers": 1, "self_attention": "chunked", "attention_chunk": 3},
     "mha-sa-linear": {"kind": "mha", "self_attention_layers": 1, "self_attention": "linear"},
+    "ff-stick": {"kind": "ff", "attention": "stick_breaking"},
+    "conv1d-stick": {"kind": "conv1d", "attention": "stick_breaking"},
+    "se-stick-2hops": {"kind": "se", "attention": "stick_breaking", "hops": 2},
+    "mha-stick": {"kind": "mha", "attention": "stick_breaking"},
+    "mha-stick-1head-no-recency": {"kind": "mha", "attention": "stick_breaking", "num_heads": 1, "recency": False},
 }
-NOT_EQUIVARIANT = {"conv1d", "conv1d-k5-residual", "mha-sa-chunked"}
+NOT_EQUIVARIANT = {"conv1d", "conv1d-k5-residual", "mha-sa-chunked", "conv1d-stick"}
 SETTINGS = settings(max_examples=8, deadline=None, derandomize=True)
 
 _NETS: dict[tuple[str, int], Selector] = {}
@@ -209,9 +215,10 @@ def test_gradients_reach_every_parameter(variant):
     for name, p in net.named_parameters():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
-        if name.endswith("out.bias"):
+        if name.endswith("out.bias") and net.config.attention == "softmax":
             # The additive score's output bias shifts every logit of a row alike: softmax ignores it,
-            # so its gradient is zero up to rounding. (Kept: files of the first memsel have it.)
+            # so its gradient is zero up to rounding (kept: files of the first memsel have it).
+            # Stick-breaking's sigmoid shares do depend on it.
             assert p.grad.abs().max() < 1e-5, name
         else:
             assert p.grad.norm() > 0, name
@@ -450,6 +457,7 @@ def test_self_attention_modes_against_references():
     (["selector.dropout=1.0"], "selector.dropout", "[0, 1)"),
     (["selector.num_residual_blocks=0"], "selector.num_residual_blocks", ">= 1"),
     (["selector.attention_chunk=0"], "selector.attention_chunk", ">= 1"),
+    (["selector.attention=sparsemax"], "selector.attention", "['softmax', 'stick_breaking']"),
 ])
 def test_selector_config_refuses_bad_values_naming_field_and_allowed_values(sets, field, allowed):
     with pytest.raises(ConfigError) as info:
@@ -460,3 +468,56 @@ def test_selector_config_refuses_bad_values_naming_field_and_allowed_values(sets
 def test_selector_defaults_keep_the_quickstart_network():
     cfg = SelectorConfig()
     assert (cfg.kind, cfg.encoder, cfg.recency, cfg.residual, cfg.hops) == ("ff", "pe", True, False, 1)
+
+
+# --------------------------------------------------------------------------- stick-breaking attention
+
+
+def _naive_stick_breaking(s: torch.Tensor, ages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """p_j = sigmoid(s_j) * prod over more recent real k of (1 - sigmoid(s_k)), renormalised; loops only."""
+    out = torch.zeros_like(s)
+    for b in range(s.shape[0]):
+        for h in range(s.shape[1]):
+            p = torch.zeros(s.shape[2], dtype=torch.float64)
+            for j in range(s.shape[2]):
+                if mask[b, j]:
+                    p[j] = torch.sigmoid(s[b, h, j].double())
+                    for k in range(s.shape[2]):
+                        if mask[b, k] and ages[b, k] < ages[b, j]:
+                            p[j] *= 1 - torch.sigmoid(s[b, h, k].double())
+            out[b, h] = (p / p.sum()).float()
+    return out
+
+
+@SETTINGS
+@given(counts=st.lists(st.integers(1, 7), min_size=1, max_size=3), seed=st.integers(0, 2**16))
+def test_stick_breaking_equals_its_formula_whatever_the_slot_order(counts, seed):
+    g = torch.Generator().manual_seed(seed)
+    b, n, h = len(counts), 7, 3
+    mask = torch.arange(n) < torch.tensor(counts)[:, None]  # (B, N)
+    ages = torch.stack([torch.randperm(n, generator=g) for _ in range(b)])  # shuffled: slot order != age order
+    s = 3 * torch.randn(b, h, n, generator=g)
+    log_p = stick_breaking(s, recency_order(ages, mask), mask)
+    want = _naive_stick_breaking(s, ages, mask)
+    assert torch.allclose(log_p.exp() * mask[:, None], want, atol=1e-5)
+    assert (log_p[~mask[:, None].expand_as(log_p)] < -1e30).all()  # padding: the 'impossible' log probability
+
+
+def test_stick_breaking_prefers_the_more_recent_of_two_equal_matches():
+    """Two copies of one sentence, nothing else to tell them apart (no age embedding): softmax cannot
+    choose, stick-breaking gives the more recent copy more, wherever the copies sit in the list."""
+    obs = make_obs([6], seed=3)
+    obs["memories"][0, 4] = obs["memories"][0, 1]  # slot 1 (age 4) and slot 4 (age 1) say the same
+    for attention, ages in (("softmax", None), ("stick_breaking", None), ("stick_breaking", [4, 1, 2, 3, 5, 0])):
+        torch.manual_seed(0)
+        net = Selector(SelectorConfig(kind="ff", recency=False, attention=attention), SPEC).eval()
+        o = dict(obs)
+        if ages is not None:  # slot 1 is now the more recent copy
+            o["ages"] = obs["ages"].clone()
+            o["ages"][0, :6] = torch.tensor(ages)
+        logits = run(net, o)[0]
+        if attention == "softmax":
+            assert torch.allclose(logits[1], logits[4])
+        else:
+            newer, older = (4, 1) if ages is None else (1, 4)
+            assert logits[newer] > logits[older] + 1e-4

@@ -135,6 +135,7 @@ class EnvConfig:
 SELECTOR_KINDS = ("ff", "conv1d", "se", "mha")
 SENTENCE_ENCODERS = ("bow", "pe", "learned")
 SELF_ATTENTION_MODES = ("full", "chunked", "linear")
+ATTENTION_KINDS = ("softmax", "stick_breaking")
 
 
 @dataclass
@@ -158,6 +159,10 @@ class SelectorConfig:
     """Refine memory and query embeddings with pre-norm residual feed-forward blocks before scoring."""
     num_residual_blocks: int = 1
     """How many residual blocks when ``residual`` is on."""
+    attention: str = "softmax"
+    """How a hop's scores become the selection distribution: ``softmax``, or ``stick_breaking``: memories
+    in recency order, each takes a share sigmoid(score) of what the more recent ones left, so the most
+    recent good match wins at any distance ("the last move before the fact I found")."""
     hops: int = 1
     """Attention hops (End-To-End Memory Networks): each hop adds what it read to the query for the next."""
     num_heads: int = 4
@@ -183,6 +188,8 @@ class SelectorConfig:
                self.encoder)
         _check(self.num_residual_blocks >= 1, f"{p}.num_residual_blocks", "an integer >= 1",
                self.num_residual_blocks)
+        _check(self.attention in ATTENTION_KINDS, f"{p}.attention", f"one of {list(ATTENTION_KINDS)}",
+               self.attention)
         _check(self.hops >= 1, f"{p}.hops", "an integer >= 1", self.hops)
         _check(self.num_heads >= 1, f"{p}.num_heads", "an integer >= 1", self.num_heads)
         if self.kind == "mha":

@@ -6,6 +6,8 @@ into one unmasked score per memory (B, N). It has two parts:
 - ``contextualise``: query-independent mixing along the memory list, run once per forward
   (identity for ``ff`` and ``se``; a convolution for ``conv1d``; self-attention for ``mha``);
 - ``score(hop, ...)``: the query-dependent scoring, one head per hop (memsel.network runs the hops).
+  With ``order`` (``selector.attention: stick_breaking``) it returns stick-breaking log probabilities
+  (memsel.layers.stick_breaking) instead of scores that the network's softmax normalises.
 
 Permutation equivariance (reordering the memories, with their ages and mask, reorders the scores
 the same way) holds for ``ff``, ``se`` and ``mha`` with ``full`` or ``linear`` self-attention; it
@@ -20,7 +22,7 @@ import torch.nn as nn
 
 from memsel.config import SelectorConfig
 from memsel.layers import (Ages, AdditiveScore, CrossAttentionMixture, MaskedConv1d, SelfAttentionLayer,
-                           SqueezeExcite)
+                           SqueezeExcite, stick_breaking)
 
 
 class SelectorFamily(nn.Module):
@@ -35,9 +37,15 @@ class SelectorFamily(nn.Module):
         return x
 
     def score(self, hop: int, x: torch.Tensor, u: torch.Tensor, ages: Ages | None,
-              mask: torch.Tensor) -> torch.Tensor:
-        """Scores (B, N) of memories ``x`` (B, N, d) for query ``u`` (B, d) at hop ``hop``; padding unmasked."""
+              mask: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B, N) of memories ``x`` (B, N, d) for query ``u`` (B, d) at hop ``hop``; padding unmasked.
+        With ``order`` (B, N), memsel.layers.recency_order, stick-breaking log probabilities instead."""
         raise NotImplementedError
+
+
+def one_head(scores: torch.Tensor, order: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+    """A single-score family's output: the scores, or with ``order`` their stick-breaking log probabilities."""
+    return scores if order is None else stick_breaking(scores.unsqueeze(1), order, mask).squeeze(1)
 
 
 class FeedForwardSelector(SelectorFamily):
@@ -48,8 +56,8 @@ class FeedForwardSelector(SelectorFamily):
         self.heads = nn.ModuleList(AdditiveScore(cfg.embed_dim, cfg.hidden_dim, cfg.recency)
                                    for _ in range(cfg.hops))
 
-    def score(self, hop, x, u, ages, mask):
-        return self.heads[hop](x, u, ages)
+    def score(self, hop, x, u, ages, mask, order=None):
+        return one_head(self.heads[hop](x, u, ages), order, mask)
 
 
 class ConvSelector(FeedForwardSelector):
@@ -77,8 +85,8 @@ class SqueezeExciteSelector(FeedForwardSelector):
         super().__init__(cfg)
         self.excite = nn.ModuleList(SqueezeExcite(cfg.embed_dim, cfg.se_reduction) for _ in range(cfg.hops))
 
-    def score(self, hop, x, u, ages, mask):
-        return self.heads[hop](x, u, ages, gate=self.excite[hop](x, u, mask))
+    def score(self, hop, x, u, ages, mask, order=None):
+        return one_head(self.heads[hop](x, u, ages, gate=self.excite[hop](x, u, mask)), order, mask)
 
 
 class MultiHeadSelector(SelectorFamily):
@@ -112,8 +120,8 @@ class MultiHeadSelector(SelectorFamily):
             x = layer(x, mask)
         return x
 
-    def score(self, hop, x, u, ages, mask):
-        return self.heads[hop](x, u, ages, mask)
+    def score(self, hop, x, u, ages, mask, order=None):
+        return self.heads[hop](x, u, ages, mask, order)
 
 
 FAMILIES: dict[str, type[SelectorFamily]] = {

@@ -205,7 +205,10 @@ class CrossAttentionMixture(nn.Module):
         self.mix = nn.Linear(dim, heads) if heads > 1 else None  # one head: nothing to mix
         self.age_bias = nn.Linear(dim, heads) if age else None
 
-    def forward(self, x: torch.Tensor, u: torch.Tensor, ages: Ages | None, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, u: torch.Tensor, ages: Ages | None, mask: torch.Tensor,
+                order: torch.Tensor | None = None) -> torch.Tensor:
+        """Log selection probabilities (B, N); ``order`` (B, N) from :func:`recency_order` makes every
+        head stick-breaking (:func:`stick_breaking`) instead of softmax."""
         b, n, d = x.shape
         hd = self.heads
         dk = d // hd
@@ -229,7 +232,10 @@ class CrossAttentionMixture(nn.Module):
             real = mask[rows]
             if not bool(real.all()):
                 s.masked_fill_(~real.unsqueeze(1), neg_min(s.dtype))  # in place: nothing saved s yet
-            if log_pi is None:
+            if order is not None:
+                log_p = stick_breaking(s, order[rows], real)  # (g, H, N)
+                out.append(log_p.squeeze(1) if log_pi is None else torch.logsumexp(log_p + log_pi[rows], dim=1))
+            elif log_pi is None:
                 out.append((s - torch.logsumexp(s, dim=-1, keepdim=True)).squeeze(1))  # (g, N) log softmax
             else:
                 out.append(self._mixture(s, log_pi[rows], real))
@@ -253,6 +259,36 @@ class CrossAttentionMixture(nn.Module):
             log_norm = torch.logsumexp(s, dim=-1, keepdim=True)  # (g, H, 1)
             return torch.logsumexp(s + (log_pi - log_norm), dim=1)
         return p.clamp(min=tiny).log()
+
+
+# ------------------------------------------------------------------------------------ stick-breaking
+
+
+def recency_order(ages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Slot indices (B, N) from the most recent real memory (smallest age) to the oldest, padding last.
+    Ties (equal ages, which real lists do not have) keep slot order."""
+    key = torch.where(mask, ages.long(), torch.iinfo(torch.long).max)
+    return key.argsort(dim=-1, stable=True)
+
+
+def stick_breaking(s: torch.Tensor, order: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Stick-breaking attention over memories in recency order: scores (B, H, N) -> log probabilities (B, H, N).
+
+    The most recent memory takes a share sigmoid(s) of the probability, the next one sigmoid(s) of
+    what is left, and so on: p_j = sigmoid(s_j) * prod_{k more recent than j} (1 - sigmoid(s_k)),
+    renormalised over the real memories (what no memory takes is dropped). A good match therefore
+    hides every older one whatever the distance between them, where softmax needs an age bias that
+    outweighs the content scores' noise. Padded slots take nothing, leave everything and come out at
+    the dtype's finite minimum; ``order`` is :func:`recency_order`.
+    """
+    real = mask.unsqueeze(1).expand_as(s)  # (B, H, N)
+    idx = order.unsqueeze(1).expand_as(s)
+    take = torch.where(real, F.logsigmoid(s), neg_min(s.dtype))  # log sigmoid(s_j)
+    leave = torch.where(real, F.logsigmoid(-s), 0.0)  # log (1 - sigmoid(s_j))
+    leave_sorted = leave.gather(-1, idx)
+    before = leave_sorted.cumsum(-1) - leave_sorted  # sum over the more recent memories, in recency order
+    log_p = torch.empty_like(s).scatter(-1, idx, before) + take
+    return log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
 
 
 # ------------------------------------------------------------------------------------ self-attention

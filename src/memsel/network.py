@@ -17,8 +17,9 @@ real memory's logit and a row with every slot masked stays finite (uniform softm
 The network is two stages with public methods, so that memory embeddings of a growing list can
 be computed once and cached: ``encode_memories`` / ``encode_query`` (tokens -> embeddings, one
 memory at a time) and ``score`` (embeddings + query + ages + mask -> logits). The family
-(``selector.kind``, see memsel.families) does the scoring; ``selector.hops`` runs it H times,
-adding what each hop read to the query (End-To-End Memory Networks).
+(``selector.kind``, see memsel.families) does the scoring; ``selector.attention`` picks softmax or
+stick-breaking over the memories in recency order; ``selector.hops`` runs it H times, adding what
+each hop read to the query (End-To-End Memory Networks).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from memsel.config import SelectorConfig
 from memsel.data.encode import DataSpec
 from memsel.families import FAMILIES
 from memsel.files import load_torch_file, save_torch_atomic
-from memsel.layers import Ages, residual_stack
+from memsel.layers import Ages, recency_order, residual_stack
 
 OBS_KEYS = ("memories", "mask", "query", "ages")
 OPTIONAL_OBS_KEYS = ("selected",)
@@ -217,9 +218,10 @@ class Selector(nn.Module):
             logits = x.new_zeros(x.shape[:2])
             return (logits, torch.cat([torch.zeros_like(u), u], dim=-1)) if return_features else logits
         context = self.family.contextualise(scored, age, mask)  # (B, N, d)
+        order = recency_order(ages, mask) if self.config.attention == "stick_breaking" else None  # (B, N)
         hops = self.config.hops
         for hop in range(hops):
-            logits = masked_fill_min(self.family.score(hop, context, u, age, mask), mask)  # (B, N)
+            logits = masked_fill_min(self.family.score(hop, context, u, age, mask, order), mask)  # (B, N)
             if hop + 1 < hops or return_features:
                 probs = F.softmax(logits, dim=-1) * mask  # (B, N); zero on padding
                 read = torch.einsum("bn,bnd->bd", probs, scored)  # (B, d) what this hop reads
