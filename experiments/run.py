@@ -346,8 +346,9 @@ def write_report(path: Path) -> None:
                 "first, and on task 2 hop 2 often took an older move of the person instead of the last one "
                 "before the object was dropped.", ""]
         out += strong_table(runs["strong_softmax"]) + ["", "Per-hop accuracy (%) of PPO + distillation:", ""]
-        out += per_hop_table(runs["strong_softmax"], "ppo") + ["", "Seed by seed against 1 (stick-breaking):", ""]
+        out += per_hop_table(runs["strong_softmax"], "ppo") + [""]
         if "strong" in runs:
+            out += ["Seed by seed against 1 (stick-breaking):", ""]
             out += paired_table(runs["strong_softmax"], runs["strong"], "selection_accuracy",
                                 ("softmax (1b)", "stick-breaking (1)"), ("softmax", "stick-breaking"), "total",
                                 "time per run (s)") + [""]

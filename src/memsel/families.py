@@ -6,8 +6,8 @@ into one unmasked score per memory (B, N). It has two parts:
 - ``contextualise``: query-independent mixing along the memory list, run once per forward
   (identity for ``ff`` and ``se``; a convolution for ``conv1d``; self-attention for ``mha``);
 - ``score(hop, ...)``: the query-dependent scoring, one head per hop (memsel.network runs the hops).
-  With ``order`` (``selector.attention: stick_breaking``) it returns stick-breaking log probabilities
-  (memsel.layers.stick_breaking) instead of scores that the network's softmax normalises.
+  With ``order`` (``selector.attention: stick_breaking``) the scores are stick-breaking log weights
+  (memsel.layers.stick_breaking); either way the network's softmax normalises them.
 
 Permutation equivariance (reordering the memories, with their ages and mask, reorders the scores
 the same way) holds for ``ff``, ``se`` and ``mha`` with ``full`` or ``linear`` self-attention; it
@@ -39,12 +39,12 @@ class SelectorFamily(nn.Module):
     def score(self, hop: int, x: torch.Tensor, u: torch.Tensor, ages: Ages | None,
               mask: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
         """Scores (B, N) of memories ``x`` (B, N, d) for query ``u`` (B, d) at hop ``hop``; padding unmasked.
-        With ``order`` (B, N), memsel.layers.recency_order, stick-breaking log probabilities instead."""
+        With ``order`` (B, N), memsel.layers.recency_order, stick-breaking log weights instead."""
         raise NotImplementedError
 
 
 def one_head(scores: torch.Tensor, order: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
-    """A single-score family's output: the scores, or with ``order`` their stick-breaking log probabilities."""
+    """A single-score family's output: the scores, or with ``order`` their stick-breaking log weights."""
     return scores if order is None else stick_breaking(scores.unsqueeze(1), order, mask).squeeze(1)
 
 

@@ -207,8 +207,8 @@ class CrossAttentionMixture(nn.Module):
 
     def forward(self, x: torch.Tensor, u: torch.Tensor, ages: Ages | None, mask: torch.Tensor,
                 order: torch.Tensor | None = None) -> torch.Tensor:
-        """Log selection probabilities (B, N); ``order`` (B, N) from :func:`recency_order` makes every
-        head stick-breaking (:func:`stick_breaking`) instead of softmax."""
+        """Log selection probabilities (B, N); with ``order`` (B, N) from :func:`recency_order` every head
+        normalises its scores by stick-breaking (:func:`stick_breaking`) instead of softmax."""
         b, n, d = x.shape
         hd = self.heads
         dk = d // hd
@@ -232,10 +232,9 @@ class CrossAttentionMixture(nn.Module):
             real = mask[rows]
             if not bool(real.all()):
                 s.masked_fill_(~real.unsqueeze(1), neg_min(s.dtype))  # in place: nothing saved s yet
-            if order is not None:
-                log_p = stick_breaking(s, order[rows], real)  # (g, H, N)
-                out.append(log_p.squeeze(1) if log_pi is None else torch.logsumexp(log_p + log_pi[rows], dim=1))
-            elif log_pi is None:
+            if order is not None:  # stick-breaking log weights; the softmax or mixture below renormalises them
+                s = stick_breaking(s, order[rows], real)  # (g, H, N)
+            if log_pi is None:
                 out.append((s - torch.logsumexp(s, dim=-1, keepdim=True)).squeeze(1))  # (g, N) log softmax
             else:
                 out.append(self._mixture(s, log_pi[rows], real))
@@ -272,13 +271,14 @@ def recency_order(ages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def stick_breaking(s: torch.Tensor, order: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Stick-breaking attention over memories in recency order: scores (B, H, N) -> log probabilities (B, H, N).
+    """Stick-breaking attention over memories in recency order: scores (B, H, N) -> log weights (B, H, N).
 
     The most recent memory takes a share sigmoid(s) of the probability, the next one sigmoid(s) of
-    what is left, and so on: p_j = sigmoid(s_j) * prod_{k more recent than j} (1 - sigmoid(s_k)),
-    renormalised over the real memories (what no memory takes is dropped). A good match therefore
-    hides every older one whatever the distance between them, where softmax needs an age bias that
-    outweighs the content scores' noise. Padded slots take nothing, leave everything and come out at
+    what is left, and so on: p_j = sigmoid(s_j) * prod_{k more recent than j} (1 - sigmoid(s_k)).
+    The result is log p_j, left unnormalised: the softmax over the memories that every caller applies,
+    as to plain scores, renormalises it over the real ones (what no memory took is dropped). A good
+    match therefore hides every older one whatever the distance between them, where softmax needs an
+    age bias that outweighs the content scores' noise. Padded slots take nothing, leave everything and come out at
     the dtype's finite minimum; ``order`` is :func:`recency_order`.
     """
     real = mask.unsqueeze(1).expand_as(s)  # (B, H, N)
@@ -287,8 +287,7 @@ def stick_breaking(s: torch.Tensor, order: torch.Tensor, mask: torch.Tensor) -> 
     leave = torch.where(real, F.logsigmoid(-s), 0.0)  # log (1 - sigmoid(s_j))
     leave_sorted = leave.gather(-1, idx)
     before = leave_sorted.cumsum(-1) - leave_sorted  # sum over the more recent memories, in recency order
-    log_p = torch.empty_like(s).scatter(-1, idx, before) + take
-    return log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
+    return torch.empty_like(s).scatter(-1, idx, before) + take
 
 
 # ------------------------------------------------------------------------------------ self-attention
