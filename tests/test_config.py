@@ -233,7 +233,7 @@ def test_flat_keys():
     assert isinstance(flat["tune.search_space"], str)  # logged as JSON, not expanded
     assert not any(k.startswith("tune.search_space.") for k in flat)
     sections = (DataConfig, EnvConfig, SelectorConfig, PretrainConfig, PPOSettings, TuneSettings)
-    assert len(flat) == sum(len(dataclasses.fields(c)) for c in sections) + 6  # six top-level scalars
+    assert len(flat) == sum(len(dataclasses.fields(c)) for c in sections) + 7  # seven top-level scalars
 
 
 def test_quickstart_yaml_loads():

@@ -168,6 +168,7 @@ def test_gradients_reach_every_parameter():
     names = [n for n, _ in net.named_parameters()]
     assert {"encoder.embed.weight", "age_embed.weight", "family.heads.0.hidden.weight",
             "family.heads.0.out.weight"} <= set(names)
+    # Every parameter is reached: none is one a softmax cancels (whose gradient would be 0 up to rounding).
     for name, p in net.named_parameters():
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
@@ -356,3 +357,41 @@ def test_relative_age_features_see_before_and_after_the_oldest_choice():
     soft[0, 4], soft[0, 6] = 0.7, 0.2
     assert torch.allclose(net._relative_age(obs["ages"], soft)[0], rel[0])
     assert x.shape == rel.shape
+
+
+@pytest.mark.parametrize("kw", [{"kind": "ff"}, {"kind": "se"}, {"kind": "conv1d"}, {"kind": "mha"},
+                                {"kind": "mha", "num_heads": 1}])
+def test_softmax_families_hold_no_score_constant_that_a_softmax_cancels(kw):
+    """A parameter that adds one constant to every score (of a head) cannot change a softmax: its gradient
+    is exactly zero, so it could never learn. Softmax networks have none; stick-breaking keeps them,
+    because its sigmoid shares do depend on a shift."""
+    soft = {n for n, _ in make_net(**kw).named_parameters()}
+    stick = {n for n, _ in make_net(attention="stick_breaking", **kw).named_parameters()}
+    constants = {n for n in stick if n.endswith(("out.bias", "age_bias.bias"))}
+    assert constants, "stick-breaking keeps its score constants"
+    assert not soft & constants
+    assert soft == stick - constants
+
+
+def test_a_shift_of_the_stick_breaking_constant_changes_the_selection():
+    net = make_net(attention="stick_breaking")
+    obs = make_obs([5, 3])
+    with torch.no_grad():
+        before = torch.log_softmax(net(obs), -1)
+        net.family.heads[0].out.bias += 2.0
+        after = torch.log_softmax(net(obs), -1)
+    assert (before - after).abs().max() > 1e-3
+
+
+def test_files_with_a_softmax_score_constant_still_load_and_score_alike(tmp_path):
+    """Selector files written before the redundant constant was dropped load, and the constant's
+    value (whatever it was) changes nothing."""
+    net = make_net()
+    blob = net.export()
+    blob["state_dict"]["family.heads.0.out.bias"] = torch.tensor([3.5])  # as an older memsel wrote it
+    path = tmp_path / "old.pt"
+    torch.save(blob, path)
+    loaded = Selector.load(path)
+    obs = make_obs([4, 8])
+    with torch.no_grad():
+        assert torch.allclose(torch.log_softmax(loaded(obs), -1), torch.log_softmax(net(obs), -1), atol=1e-6)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -443,6 +444,10 @@ class TuneSettings:
                 _check(args[0] > 0, f"{p}.search_space.{key}.{kind}", "a low bound > 0", args)
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+"""The values the top-level ``device`` setting takes (memsel.devices resolves them)."""
+
+
 @dataclass
 class Config:
     """One memsel run: data, network, pretraining, PPO, sweep, tracking."""
@@ -459,6 +464,9 @@ class Config:
     """MLflow tracking URI; empty = sqlite:///<run_dir>/mlflow.db."""
     ray_address: str = ""
     """Ray cluster address ('auto', 'host:6379'); empty = the RAY_ADDRESS variable if set, else a new local Ray."""
+    device: str = "auto"
+    """Where networks train and evaluate: 'auto' (the first GPU torch sees, else the CPU), 'cpu', 'cuda' or
+    'cuda:N'. Reaches Lightning, RLlib's learner (num_gpus_per_learner) and evaluation."""
     data: DataConfig = field(default_factory=DataConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     selector: SelectorConfig = field(default_factory=SelectorConfig)
@@ -469,6 +477,7 @@ class Config:
     def validate(self) -> "Config":
         _check(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
         _check(self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        _check(bool(DEVICE_PATTERN.fullmatch(self.device)), "device", "auto, cpu, cuda or cuda:N", self.device)
         self.data.validate()
         self.env.validate()
         self.selector.validate()

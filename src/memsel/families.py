@@ -53,7 +53,8 @@ class FeedForwardSelector(SelectorFamily):
 
     def __init__(self, cfg: SelectorConfig):
         super().__init__()
-        self.heads = nn.ModuleList(AdditiveScore(cfg.embed_dim, cfg.hidden_dim, cfg.recency)
+        self.heads = nn.ModuleList(AdditiveScore(cfg.embed_dim, cfg.hidden_dim, cfg.recency,
+                                                 shift=cfg.attention == "stick_breaking")
                                    for _ in range(cfg.hops))
 
     def score(self, hop, x, u, ages, mask, order=None):
@@ -105,7 +106,8 @@ class MultiHeadSelector(SelectorFamily):
             SelfAttentionLayer(cfg.embed_dim, cfg.num_heads, cfg.hidden_dim, cfg.self_attention,
                                cfg.attention_chunk, cfg.dropout)
             for _ in range(cfg.self_attention_layers))
-        self.heads = nn.ModuleList(CrossAttentionMixture(cfg.embed_dim, cfg.num_heads, cfg.recency)
+        self.heads = nn.ModuleList(CrossAttentionMixture(cfg.embed_dim, cfg.num_heads, cfg.recency,
+                                                         shift=cfg.attention == "stick_breaking")
                                    for _ in range(cfg.hops))
 
     def equivariant(self) -> bool:

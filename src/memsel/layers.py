@@ -74,11 +74,13 @@ class AdditiveScore(nn.Module):
     2 sigmoid(2z) - 1 (the same function, about 6x faster than torch.tanh on CPU).
     """
 
-    def __init__(self, dim: int, hidden: int, age: bool):
+    def __init__(self, dim: int, hidden: int, age: bool, shift: bool = False):
         super().__init__()
         self.dim = dim
         self.hidden = nn.Linear((3 if age else 2) * dim, hidden)  # blocks [W_p | W_m | W_a]
-        self.out = nn.Linear(hidden, 1)
+        # c adds the same constant to every score: a softmax cancels it, so it would never learn (its
+        # gradient is exactly 0). Stick-breaking's sigmoid shares do depend on it: ``shift`` keeps it there.
+        self.out = nn.Linear(hidden, 1, bias=shift)
 
     def forward(self, x: torch.Tensor, u: torch.Tensor, ages: Ages | None = None,
                 gate: torch.Tensor | None = None) -> torch.Tensor:
@@ -95,7 +97,7 @@ class AdditiveScore(nn.Module):
             bias = (2.0 * self.hidden.bias).expand(b, 1, -1)  # (B, 1, h) view, broadcast over slots
         w_out = 2.0 * self.out.weight.squeeze(0)  # (h,)
         # w . tanh(z) + c = w . (2 sigmoid(2z) - 1) + c = (2w) . sigmoid(2z) + (c - sum w)
-        const = self.out.bias - self.out.weight.sum()  # (1,)
+        const = -self.out.weight.sum() if self.out.bias is None else self.out.bias - self.out.weight.sum()  # (1,)
         chunk = max(16, SCORE_CHUNK_FLOATS // max(1, b * fold.shape[-1]))
         scores = []
         for s in range(0, n, chunk):
@@ -197,13 +199,15 @@ class CrossAttentionMixture(nn.Module):
     in cache through the two softmax reductions.
     """
 
-    def __init__(self, dim: int, heads: int, age: bool):
+    def __init__(self, dim: int, heads: int, age: bool, shift: bool = False):
         super().__init__()
         self.heads = heads
         self.query = nn.Linear(dim, dim)
         self.key = nn.Linear(dim, dim, bias=False)  # a key bias would add a per-head constant: no effect
         self.mix = nn.Linear(dim, heads) if heads > 1 else None  # one head: nothing to mix
-        self.age_bias = nn.Linear(dim, heads) if age else None
+        # The age layer's bias is a per-head constant too: each head's softmax cancels it, stick-breaking
+        # does not (``shift``), as in AdditiveScore.
+        self.age_bias = nn.Linear(dim, heads, bias=shift) if age else None
 
     def forward(self, x: torch.Tensor, u: torch.Tensor, ages: Ages | None, mask: torch.Tensor,
                 order: torch.Tensor | None = None) -> torch.Tensor:

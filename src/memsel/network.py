@@ -24,6 +24,7 @@ each hop read to the query (End-To-End Memory Networks).
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,9 @@ def _check_ids(name: str, t: torch.Tensor) -> None:
         raise TypeError(f"selector input '{name}' must hold integer ids, got {t.dtype} with fractions")
 
 
+_SOFTMAX_REDUNDANT = re.compile(r"family\.heads\.\d+\.(out|age_bias)\.bias")
+
+
 def _upgrade(blob: dict) -> dict:
     """Bring a file of format memsel.selector/1 written by an older memsel to the current layout.
 
@@ -301,6 +305,9 @@ def _upgrade(blob: dict) -> dict:
             state[head + ("hidden." if layer == "score_hidden" else "out.") + param] = state.pop(old)
         if not config["recency"]:  # the old layer kept an always-zero age block
             state[head + "hidden.weight"] = state[head + "hidden.weight"][:, :2 * config["embed_dim"]]
+    if config.get("attention", "softmax") == "softmax":
+        # Files from before the score constants a softmax cancels were dropped: the values are irrelevant.
+        state = {k: v for k, v in state.items() if not _SOFTMAX_REDUNDANT.fullmatch(k)}
     return {**blob, "selector_config": config, "state_dict": state}
 
 
