@@ -281,3 +281,15 @@ def test_real_data_may_name_any_task_and_budgets_validate():
                             "env.memory_budget=64", "env.sample_weighting=recency", "env.hops=0",
                             "env.reward_timing=final", "env.reward_mode=answer", "env.reader=my.pkg:make_reader"])
     assert cfg.data.task == 20 and cfg.env.memory_budget == 64 and cfg.env.reader == "my.pkg:make_reader"
+
+
+def test_run_layout_names_every_path_under_the_run_directory(tmp_path):
+    cfg = load_config(run_dir=str(tmp_path / "r"))
+    lay = cfg.layout
+    assert lay.root == tmp_path / "r"
+    assert lay.reader == tmp_path / "r" / "pretrain" / "reader.pt"
+    assert lay.selector("pretrain") == lay.pretrained_selector
+    assert lay.selector("tune") == tmp_path / "r" / "tune" / "selector.pt"
+    assert lay.vocab.parent == lay.data and lay.outcome("ppo").name == "outcome.json"
+    assert cfg.resolved_tracking_uri == f"sqlite:///{lay.mlflow_db}"
+    assert not (tmp_path / "r").exists()  # naming paths creates nothing

@@ -209,7 +209,7 @@ def _finish(cfg: Config, results: dict, as_json: bool, saved: list[str], with_ti
     from memsel.tracking import ui_hint
 
     if as_json:
-        timings = cfg.run_path / "timings.json"
+        timings = cfg.layout.timings
         extra = {"timings": json.loads(timings.read_text(encoding="utf-8"))} if with_timings and timings.is_file() else {}
         print(json.dumps({**results, **extra}))
         return

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from memsel.layout import RunLayout
+
 
 class ConfigError(ValueError):
     """A configuration value or file that memsel refuses, with the field and what was expected."""
@@ -491,8 +493,13 @@ class Config:
         return Path(self.run_dir or f"runs/{self.name}").resolve()
 
     @property
+    def layout(self) -> RunLayout:
+        """Every path under the run directory (memsel.layout)."""
+        return RunLayout(self.run_path)
+
+    @property
     def resolved_tracking_uri(self) -> str:
-        return self.tracking_uri or f"sqlite:///{self.run_path / 'mlflow.db'}"
+        return self.tracking_uri or f"sqlite:///{self.layout.mlflow_db}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

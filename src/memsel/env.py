@@ -35,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 
 from memsel.data.budget import Budget, apply_budget, select_slots
-from memsel.data.encode import EncodedSamples
+from memsel.data.encode import EncodedSamples, question_hops
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ class MemorySelectionEnv(gym.Env):
         self._chosen: list[int] = []
         n_support = int(self.data.n_support[i])
         self._outside = n_support - int(self._support.sum())
-        self._episode_hops = self.hops or max(n_support, 1)
+        self._episode_hops = question_hops(self.hops, n_support)
         self._denominator = max(min(self._episode_hops, n_support), 1)
         self._score = 0.0
 

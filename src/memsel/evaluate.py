@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from memsel.data.budget import support_outside
-from memsel.data.encode import EncodedSamples
+from memsel.data.encode import EncodedSamples, question_hops
 from memsel.files import atomic_path
 from memsel.network import Selector
 
@@ -48,9 +48,7 @@ METHOD_LABELS = {
 
 def hop_counts(data: EncodedSamples, hops: int = 1) -> np.ndarray:
     """(S,) selections per question: ``hops``, or with 0 as many as its supporting facts (at least 1)."""
-    if hops > 0:
-        return np.full(len(data), hops, dtype=np.int64)
-    return np.maximum(data.n_support, 1).astype(np.int64)
+    return question_hops(hops, data.n_support.astype(np.int64))
 
 
 def _usable(data: EncodedSamples) -> np.ndarray:

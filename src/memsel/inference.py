@@ -19,6 +19,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from memsel.data.encode import Vocab
+from memsel.layout import RunLayout
 from memsel.network import Selector
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class Ranked(NamedTuple):
 
 def vocabulary_of_run(run_dir: str | Path) -> list[str] | None:
     """The token list of a run (``<run_dir>/data/vocab.json``), or None when the run has none yet."""
-    path = Path(run_dir) / "data" / "vocab.json"
+    path = RunLayout(Path(run_dir)).vocab
     return Vocab.load(path).tokens if path.is_file() else None
 
 

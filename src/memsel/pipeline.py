@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def save_run_config(cfg: Config) -> Path:
-    return write_text_atomic(cfg.run_path / "config.yaml", cfg.to_yaml())
+    return write_text_atomic(cfg.layout.config, cfg.to_yaml())
 
 
 def init_ray(cfg: Config) -> None:
@@ -86,7 +86,7 @@ def pretrained_path(cfg: Config) -> Path | None:
     """The pretrained selector PPO starts from, or None when PPO runs from scratch."""
     if not cfg.ppo.use_pretrained:
         return None
-    path = cfg.run_path / "pretrain" / "selector.pt"
+    path = cfg.layout.pretrained_selector
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no pretrained selector; run `memsel pretrain` with the same --run-dir "
                                 "first, or set ppo.use_pretrained=false to train from scratch")
@@ -126,14 +126,14 @@ def stage_evaluate(cfg: Config, data: PreparedData) -> dict:
     from memsel.evaluate import evaluate, format_table, plot_results, sample_efficiency
     from memsel.tracking import log_evaluation
 
-    run = cfg.run_path
-    found = {name: run / folder / "selector.pt" for name, folder in SELECTOR_FOLDERS}
-    reader = run / "pretrain" / "reader.pt"
+    run = cfg.layout
+    found = {name: run.selector(folder) for name, folder in SELECTOR_FOLDERS}
+    reader = run.reader
     results = evaluate(budgeted(cfg, data.test, "test"), {k: p for k, p in found.items() if p.is_file()},
                        hops=cfg.env.hops, reader_path=reader if reader.is_file() else None)
     curves = {}
     for name in PPO_RUNS:
-        outcome = run / name / "outcome.json"
+        outcome = run.outcome(name)
         if name in results and outcome.is_file():
             curves[name] = json.loads(outcome.read_text(encoding="utf-8"))["curve"]
     for name, steps in sample_efficiency(curves).items():
@@ -141,9 +141,9 @@ def stage_evaluate(cfg: Config, data: PreparedData) -> dict:
             results[name].update(steps)
     src = Path(data.files["test_file"]).name
     files = []
-    for name, text in (("results.json", json.dumps(results, indent=2)), ("results.txt", format_table(results))):
-        files.append(write_text_atomic(run / name, text + "\n"))
-    files.append(plot_results(results, curves, run / "results.png", f"memsel run '{cfg.name}' on {src}"))
+    for path, text in ((run.results_json, json.dumps(results, indent=2)), (run.results_txt, format_table(results))):
+        files.append(write_text_atomic(path, text + "\n"))
+    files.append(plot_results(results, curves, run.results_png, f"memsel run '{cfg.name}' on {src}"))
     log_evaluation(cfg, results, files)
     return results
 
@@ -180,6 +180,6 @@ def run_pipeline(cfg: Config) -> dict:
     results = stage_evaluate(cfg, data)
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    write_text_atomic(cfg.run_path / "timings.json", json.dumps(timings, indent=2))
+    write_text_atomic(cfg.layout.timings, json.dumps(timings, indent=2))
     log.info("timings (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return results

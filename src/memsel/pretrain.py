@@ -376,7 +376,7 @@ def _fit(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: DataSpec
     module.metric_prefix = f"restart{restart}/" if restart else ""
     has_val = len(val) > 0
     monitor, mode = _monitor(module, has_val)
-    folder = cfg.run_path / "pretrain" / "checkpoints"
+    folder = cfg.layout.pretrain_checkpoints
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=folder / f"restart{restart}" if restart else folder, filename="best-{epoch}",
         monitor=module.metric_prefix + monitor, mode=mode, save_top_k=1, save_last=True)
@@ -387,7 +387,7 @@ def _fit(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: DataSpec
         max_epochs=p.max_epochs, accelerator="cpu", devices=1, logger=logger or False,
         callbacks=callbacks, deterministic=True, enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty(),
-        log_every_n_steps=10, default_root_dir=str(cfg.run_path / "pretrain"), num_sanity_val_steps=0)
+        log_every_n_steps=10, default_root_dir=str(cfg.layout.pretrain), num_sanity_val_steps=0)
     dm = SelectorDataModule(train, val, batch_size=p.batch_size, seed=seed)
     trainer.fit(module, datamodule=dm if has_val else None,
                 train_dataloaders=None if has_val else dm.train_dataloader())
@@ -398,7 +398,7 @@ def pretrain(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: Data
              logger: L.pytorch.loggers.Logger | None = None) -> Path:
     """Train (``pretrain.restarts`` times), keep the best validation checkpoint, export its bare network;
     returns the export path."""
-    out = cfg.run_path / "pretrain"
+    out = cfg.layout.pretrain
     restarts = cfg.pretrain.restarts
     best_run, chosen, best_key = None, 0, math.inf
     for restart in range(restarts):

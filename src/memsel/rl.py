@@ -18,7 +18,7 @@ def reader_config(cfg: Config) -> dict | None:
     """The env's reader_config: the run's trained answer reader for ``env.reader: learned``."""
     if cfg.env.reward_mode != "answer" or cfg.env.reader != "learned":
         return None
-    path = cfg.run_path / "pretrain" / "reader.pt"
+    path = cfg.layout.reader
     if not path.is_file():
         raise FileNotFoundError(f"{path}: env.reader 'learned' needs the answer reader that pretraining trains "
                                 "with pretrain.answer_weight > 0; run `memsel pretrain` first")

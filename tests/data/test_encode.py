@@ -329,3 +329,17 @@ def test_support_rank_follows_the_files_reasoning_order(babi_en):
     kept = apply_budget(enc, Budget(3, "truncate"))
     assert ((kept.support_rank > 0) == kept.support).all()
     assert (enc.take(np.array([0])).support_rank == enc.support_rank[:1]).all()
+
+
+def test_question_hops_is_one_rule_for_ints_arrays_and_tensors():
+    import torch
+
+    from memsel.data.encode import question_hops
+
+    n = np.array([0, 1, 3])
+    assert question_hops(0, n).tolist() == [1, 1, 3]
+    assert question_hops(2, n).tolist() == [2, 2, 2]
+    assert question_hops(0, torch.tensor([0, 2])).tolist() == [1, 2]
+    assert question_hops(0, 0) == 1 and question_hops(0, 4) == 4 and question_hops(3, 1) == 3
+    with pytest.raises(ValueError, match="hops"):
+        question_hops(-1, n)

@@ -170,3 +170,14 @@ def save_spec(spec: DataSpec, path: Path) -> None:
 
 def load_spec(path: Path) -> DataSpec:
     return DataSpec(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def question_hops(hops: int, n_support):
+    """Selections per question: ``hops``, or with ``hops`` 0 as many as the question's supporting facts (at
+    least 1). ``n_support`` is an int, a numpy array or a torch tensor; the result has its type."""
+    if hops < 0:
+        raise ValueError(f"hops: expected an integer >= 0 (0 = as many as the supporting facts), got {hops}")
+    if hops > 0:
+        return n_support * 0 + hops
+    return n_support + (n_support < 1)  # max(n_support, 1), elementwise, for ints, arrays and tensors alike
+

@@ -63,8 +63,7 @@ def _sha1(path: str | Path) -> str:
 
 
 def prepare_data(cfg: Config) -> PreparedData:
-    run = cfg.run_path
-    folder = run / "data"
+    folder = cfg.layout.data
     folder.mkdir(parents=True, exist_ok=True)
     if cfg.data.path:
         train_file, test_file = find_task_files(cfg.data.path, cfg.data.task)
@@ -75,13 +74,13 @@ def prepare_data(cfg: Config) -> PreparedData:
     log.info("data: %s (%d questions -> %d train, %d validation), %s (%d test questions)",
              train_file, len(train_all), len(train), len(val), test_file, len(test))
 
-    vocab_path, spec_path, sources_path = folder / "vocab.json", folder / "spec.json", folder / "sources.json"
+    vocab_path, spec_path, sources_path = cfg.layout.vocab, cfg.layout.spec, cfg.layout.sources
     sources = {"train_file": str(Path(train_file).resolve()), "test_file": str(Path(test_file).resolve()),
                "train_sha1": _sha1(train_file), "test_sha1": _sha1(test_file)}
     if vocab_path.exists() and spec_path.exists() and sources_path.exists():
         previous = json.loads(sources_path.read_text(encoding="utf-8"))
         if previous != sources:
-            raise ValueError(f"run directory {run} was prepared from other data ({previous['train_file']}, "
+            raise ValueError(f"run directory {cfg.run_path} was prepared from other data ({previous['train_file']}, "
                              f"sha1 {previous.get('train_sha1', '?')[:10]}); this command gives "
                              f"{sources['train_file']} (sha1 {sources['train_sha1'][:10]}), and its vocabulary "
                              "and shapes would not fit. Use another --run-dir (or --name).")

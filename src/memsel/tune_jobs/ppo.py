@@ -143,7 +143,7 @@ def pretrained_return(cfg: Config, selector_path: Path, data: EncodedSamples) ->
     if cfg.env.reward_mode == "answer" and cfg.env.reader == "learned":
         from memsel.reader import AnswerReader
 
-        reader = AnswerReader.load(cfg.run_path / "pretrain" / "reader.pt")
+        reader = AnswerReader.load(cfg.layout.reader)
     scores = selector_scores(Selector.load(selector_path), data, cfg.env.hops, reader)
     return float(scores["answer_accuracy"] if reader is not None else scores["selection_accuracy"])
 
@@ -173,7 +173,7 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
                                 grace_period=min(cfg.tune.grace_period, iterations),
                                 reduction_factor=cfg.tune.reduction_factor) if sweep else None)
     run_config = tune.RunConfig(
-        name=stage, storage_path=str(cfg.run_path / "ray_results"), stop={"training_iteration": iterations},
+        name=stage, storage_path=str(cfg.layout.ray_results), stop={"training_iteration": iterations},
         callbacks=[tune_callback(cfg, stage), ProgressCallback(stage, iterations)], verbose=0,
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=cfg.ppo.checkpoint_every,
                                                 checkpoint_at_end=True, num_to_keep=2),
@@ -184,8 +184,8 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
         raise RuntimeError(f"{stage}: {len(grid.errors)} trial(s) failed; first error: {grid.errors[0]}")
     best = grid.get_best_result(metric=metric, mode="max", scope="last")
     if best.checkpoint is None:
-        raise RuntimeError(f"{stage}: the best trial left no checkpoint under {cfg.run_path / 'ray_results'}")
-    dest = cfg.run_path / stage / "selector.pt"
+        raise RuntimeError(f"{stage}: the best trial left no checkpoint under {cfg.layout.ray_results}")
+    dest = cfg.layout.selector(stage)
     export_selector_from_checkpoint(best.checkpoint.path, dest, vocabulary_of_run(cfg.run_path))
     searched = {k: _lookup(best.config, k) for k in space}
     trials = []
@@ -197,7 +197,7 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
                        "return": metric_value(r.metrics, metric),
                        "iterations": metric_value(r.metrics, "training_iteration")})
     outcome = PPOOutcome(dest, best.checkpoint.path, searched, _curve(best), trials)
-    write_text_atomic(cfg.run_path / stage / "outcome.json", json.dumps(
+    write_text_atomic(cfg.layout.outcome(stage), json.dumps(
         {**dataclasses.asdict(outcome), "selector_path": str(dest)}, indent=2, default=str))
     log.info("%s: best trial %s -> %s", stage, searched or "(no search)", dest)
     return outcome
