@@ -140,8 +140,8 @@ def _floats(stats: dict[str, Any]) -> dict[str, float]:
 class DistillPPOTorchLearner(PPOTorchLearner):
     """RLlib's PPO loss + distillation toward the teacher + the stabiliser switches (module docstring)."""
 
-    update = "clip"
-    """The ``ppo.update`` value this learner implements."""
+    ppo_update = "clip"
+    """The ``ppo.update`` value this learner implements (``update`` itself is RLlib's method)."""
 
     @override(Learner)
     def build(self) -> None:
@@ -152,7 +152,7 @@ class DistillPPOTorchLearner(PPOTorchLearner):
                              "builds it)")
         self.settings = PPOSettings(**cfg["ppo"])
         self.settings.validate()
-        if self.settings.update != self.update:
+        if self.settings.update != self.ppo_update:
             raise ValueError(f"ppo.update {self.settings.update!r} needs {learner_class(self.settings.update).__name__}"
                              f", not {type(self).__name__}")
         self.teacher_return: float | None = cfg.get("teacher_return")
@@ -276,7 +276,7 @@ class NaturalPPOTorchLearner(DistillPPOTorchLearner):
     """The TRPO-style natural update (``ppo.update: natural``; module docstring). The loss is computed as
     usual; ``apply_gradients`` moves the selector by one trust-region step and Adam the value head."""
 
-    update = "natural"
+    ppo_update = "natural"
 
     @override(DistillPPOTorchLearner)
     def build(self) -> None:
