@@ -134,6 +134,7 @@ def clipped_surrogate(adv: torch.Tensor, ratio: torch.Tensor, clip_param: float)
 
 
 def _floats(stats: dict[str, Any]) -> dict[str, float]:
+    """Stats as plain floats: logged values must not hold the graph."""
     return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in stats.items()}
 
 
