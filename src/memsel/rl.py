@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from ray import tune
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.tune.search.sample import Domain
 
-from memsel.config import Config
+from memsel.config import Config, PPOSettings
 from memsel.data.encode import DataSpec
 from memsel.env import MemorySelectionEnv, make_env_config
 from memsel.devices import gpus_per_learner
@@ -24,6 +27,29 @@ def reader_config(cfg: Config) -> dict | None:
         raise FileNotFoundError(f"{path}: env.reader 'learned' needs the answer reader that pretraining trains "
                                 "with pretrain.answer_weight > 0; run `memsel pretrain` first")
     return {"path": str(path)}
+
+
+RLLIB_KEYS = {"lr": "lr", "train_batch_size": "train_batch_size_per_learner", "minibatch_size": "minibatch_size",
+              "num_epochs": "num_epochs", "clip_param": "clip_param", "use_kl_loss": "use_kl_loss",
+              "kl_coeff": "kl_coeff", "kl_target": "kl_target", "vf_loss_coeff": "vf_loss_coeff",
+              "vf_clip": "vf_clip_param", "grad_clip": "grad_clip", "gamma": "gamma", "lambda_": "lambda"}
+"""ppo fields that RLlib's own PPOConfig reads -> the key it keeps them under (``training(...)``)."""
+
+
+def _searched(value: Any) -> bool:
+    """Whether a ppo field holds a Tune sampler or grid in place of a value (a sweep's trial config)."""
+    return isinstance(value, Domain) or (isinstance(value, dict) and "grid_search" in value)
+
+
+def learner_settings(p: PPOSettings) -> dict:
+    """The learner's copy of the ppo settings. A searched field that RLlib also reads is drawn once, for
+    RLlib; the copy follows that draw (a second sampler would draw independently, a second grid would
+    multiply the trials)."""
+    out = asdict(p)
+    for name, key in RLLIB_KEYS.items():
+        if _searched(out[name]):
+            out[name] = tune.sample_from(lambda spec, key=key: spec.config[key])
+    return out
 
 
 def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_path: str | Path | None,
@@ -52,12 +78,9 @@ def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_pat
                      num_cpus_per_env_runner=1)
         # The learner rebuilds (and validates) PPOSettings from this dict: every PPO setting in one place.
         .learners(learner_class=learner_class(p.update), num_gpus_per_learner=gpus_per_learner(cfg.device),
-                  learner_config_dict={"ppo": asdict(p), "teacher_path": start, "teacher_return": teacher_return})
-        .training(lr=p.lr, train_batch_size_per_learner=p.train_batch_size, minibatch_size=p.minibatch_size,
-                  num_epochs=p.num_epochs, clip_param=p.clip_param, use_kl_loss=p.use_kl_loss,
-                  kl_coeff=p.kl_coeff, kl_target=p.kl_target, entropy_coeff=entropy,
-                  vf_loss_coeff=p.vf_loss_coeff, vf_clip_param=p.vf_clip, grad_clip=p.grad_clip,
-                  gamma=p.gamma, lambda_=p.lambda_)
+                  learner_config_dict={"ppo": learner_settings(p), "teacher_path": start, "teacher_return": teacher_return})
+        .training(entropy_coeff=entropy, **{"lambda_" if key == "lambda" else key: getattr(p, name)
+                                            for name, key in RLLIB_KEYS.items()})
         .rl_module(rl_module_spec=RLModuleSpec(module_class=SelectorRLModule, model_config=model_config))
         .debugging(seed=cfg.seed)
     )

@@ -109,3 +109,27 @@ def test_searched_fields_are_read_where_the_trial_config_keeps_them(prepared):
     assert _lookup(trial, "lr") == 1e-4  # RLlib's own key
     assert _lookup(trial, "train_batch_size") == 96 and _lookup(trial, "vf_clip") == 3.0
     assert _lookup(trial, "distill_coeff") == 0.25  # the learner's copy of the ppo settings
+
+
+@pytest.mark.parametrize("kind", ["loguniform", "grid"])
+def test_a_searched_rllib_field_is_drawn_once_and_the_learner_copy_follows_it(prepared, kind):
+    """lr is read by RLlib; the learner keeps a copy of every ppo setting. One draw per trial: a second
+    sampler would give the copy another value, a second grid would multiply the trials."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from memsel.config import TuneSettings
+    from memsel.rl import build_ppo_config
+    from memsel.tune_jobs.ppo import search_space
+
+    cfg, data = prepared
+    spec = {"loguniform": [1e-5, 1e-3]} if kind == "loguniform" else {"grid": [1e-4, 3e-4, 1e-3]}
+    space = search_space(TuneSettings(search_space={"lr": spec, "distill_coeff": {"choice": [0.0, 0.5]}}))
+    ppo = dataclasses.replace(cfg.ppo, **space)
+    param_space = build_ppo_config(dataclasses.replace(cfg, ppo=ppo), data.files["train_npz"], data.spec,
+                                   None).to_dict()
+    trials = [resolved for _, resolved in generate_variants(param_space)]
+    assert len(trials) == (3 if kind == "grid" else 1)
+    for trial in trials:
+        copy = trial["learner_config_dict"]["ppo"]
+        assert 1e-5 <= trial["lr"] <= 1e-3 and copy["lr"] == trial["lr"]
+        assert copy["distill_coeff"] in (0.0, 0.5)

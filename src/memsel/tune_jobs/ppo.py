@@ -22,7 +22,7 @@ from memsel.config import Config, TuneSettings
 from memsel.data.encode import DataSpec, EncodedSamples
 from memsel.files import write_text_atomic
 from memsel.inference import vocabulary_of_run
-from memsel.rl import build_ppo_config
+from memsel.rl import RLLIB_KEYS, build_ppo_config
 from memsel.tracking import log_trial_checkpoint, tune_callback
 
 log = logging.getLogger(__name__)
@@ -206,8 +206,7 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
 def _lookup(trial_config: dict, ppo_field: str) -> Any:
     """Where a ppo field sits in the RLlib config dict of a trial: RLlib's own key for the settings RLlib
     reads (the value it trained with), else the learner's copy of the ppo settings."""
-    key = {"train_batch_size": "train_batch_size_per_learner", "lambda_": "lambda",
-           "vf_clip": "vf_clip_param"}.get(ppo_field, ppo_field)
+    key = RLLIB_KEYS.get(ppo_field, ppo_field)
     if key in trial_config:
         return trial_config[key]
     return trial_config.get("learner_config_dict", {}).get("ppo", {}).get(ppo_field)
