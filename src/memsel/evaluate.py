@@ -135,8 +135,8 @@ def greedy_rollout(net: Selector, tensors: dict[str, torch.Tensor], hops: torch.
     mask = tensors["mask"]
     b, n = mask.shape
     h_max = int(hops.max()) if b else 0
-    selected = torch.zeros(b, n)
-    chosen = torch.full((b, h_max), -1, dtype=torch.long)
+    selected = torch.zeros(b, n, device=mask.device)
+    chosen = torch.full((b, h_max), -1, dtype=torch.long, device=mask.device)
     for h in range(h_max):
         choice = net({**tensors, "selected": selected}).argmax(-1)  # (B,)
         active = hops > h
