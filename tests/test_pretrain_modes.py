@@ -275,3 +275,20 @@ def test_ema_weights_are_what_validation_sees_and_what_is_exported(tmp_path):
     for k, v in exported.items():
         assert torch.equal(v, averaged[f"selector.{k}"]), k
     assert any(not torch.equal(averaged[k], raw[k]) for k in averaged if k.startswith("selector."))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_weak_pretraining_with_every_hint_runs_on_the_gpu(tmp_path):
+    """device=cuda: Lightning trains there (the losses, the bridge programme, the greedy validation and
+    the reader's answers all on the GPU); the exported files load on the CPU."""
+    cfg = load_config(None, [f"run_dir={tmp_path}", "data.task=2", "data.train_stories=20", "data.test_stories=5",
+                             "env.hops=0", "pretrain.target=recency", "pretrain.answer_weight=1",
+                             "pretrain.answer_hint=1", "pretrain.query_hint=1", "pretrain.bridge_hint=1",
+                             "pretrain.max_epochs=1", "selector.kind=mha", "device=cuda"])
+    data = prepare_data(cfg)
+    path = pretrain(cfg, data.train, data.val, data.spec)
+    from memsel.reader import AnswerReader
+
+    reader = AnswerReader.load(cfg.run_path / "pretrain" / "reader.pt")
+    got = selector_scores(Selector.load(path), data.test, hops=0, reader=reader, device="cuda")
+    assert 0.0 <= got["answer_accuracy"] <= 1.0
