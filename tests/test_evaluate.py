@@ -240,3 +240,22 @@ def test_sample_efficiency_counts_steps_to_95_percent():
     assert got["ppo"]["env_steps_to_95_best"] == 512
     assert got["ppo_scratch"]["env_steps_to_95_best"] is None  # never near 0.99
     assert got["ppo_scratch"]["env_steps_to_95_own"] == 1536  # 0.95 * 0.6 = 0.57
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no GPU"))])
+def test_evaluation_runs_the_networks_on_a_device(device):
+    """The selector and the reader run on ``device``; the scores are the CPU's."""
+    from memsel.reader import AnswerReader
+
+    data = _two_hop()
+    torch.manual_seed(0)
+    net = Selector(SelectorConfig(embed_dim=8, hidden_dim=8), DataSpec(10, 4, 3))
+    reader = AnswerReader(DataSpec(10, 4, 3), 8, 2, candidates=[2, 5])
+    on_cpu = selector_scores(net, data, hops=0, reader=reader)
+    assert baseline_scores(data, hops=0, reader=reader, device=device) == baseline_scores(data, hops=0, reader=reader)
+    got = selector_scores(net, data, hops=0, reader=reader, batch_size=1, device=device)
+    assert next(net.parameters()).device.type == device and reader.candidates.device.type == device
+    assert got == on_cpu
+    with pytest.raises(ValueError, match="device"):
+        selector_scores(net, data, hops=0, device=f"cuda:{torch.cuda.device_count()}")  # a GPU that is not there

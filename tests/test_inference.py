@@ -113,3 +113,14 @@ def test_cli_select_errors_exit_2(checkpoint, capsys):
             main(argv)
         err = capsys.readouterr().err
         assert info.value.code == 2 and err.startswith("memsel: error: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no GPU"))])
+def test_rank_on_a_device_gives_the_cpu_ranking(checkpoint, device):
+    on_cpu = SelectorPredictor.load(checkpoint).rank(STORY, "Where is Mary?", selected=[0])
+    predictor = SelectorPredictor.load(checkpoint, device=device)
+    assert next(predictor.selector.parameters()).device.type == device
+    got = predictor.rank(STORY, "Where is Mary?", selected=[0])
+    assert [r.index for r in got] == [r.index for r in on_cpu]
+    assert [r.probability for r in got] == pytest.approx([r.probability for r in on_cpu], abs=1e-6)

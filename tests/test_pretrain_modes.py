@@ -14,7 +14,8 @@ from memsel.config import ConfigError, load_config
 from memsel.data.prepare import prepare_data
 from memsel.evaluate import baseline_scores, selector_scores
 from memsel.network import Selector
-from memsel.pretrain import exact_match, hop_target, pretrain
+from memsel.losses import bridge_hint, hop_target, query_word_bits, shared_words
+from memsel.pretrain import exact_match, pretrain
 
 
 def test_hop_targets():
@@ -175,39 +176,32 @@ def test_weak_hints_use_answers_and_questions_only(tmp_path):
                                      content_ids=content_words(data.train))
     ds = SampleDataset(data.train)
     batch = {k: v[:16] for k, v in ds.t.items()}
-    loss, parts = module._losses(batch)
+    loss, parts = module.losses(batch)
     assert {"answer_hint_loss", "query_hint_loss", "bridge_hint_loss", "answer_loss"} <= set(parts)
     assert torch.isfinite(loss)
     blind = dict(batch, support=torch.zeros_like(batch["support"]), support_rank=torch.zeros_like(batch["support_rank"]))
-    loss2, parts2 = module._losses(blind)
+    loss2, parts2 = module.losses(blind)
     assert torch.equal(loss, loss2)
 
 
-def test_bridge_hint_is_the_probability_of_a_chain_from_question_to_answer(tmp_path):
+def test_bridge_hint_is_the_probability_of_a_chain_from_question_to_answer():
     """Memories 0 -> 2 form the only chain (0 holds the question's word 5, 2 shares word 6 with 0 and
     holds the answer 7); 1 holds the answer but links to nothing; 3 links to 0 but lacks the answer.
     A second question word (8, held by memory 3 only) must then be covered: 3 -> 0 -> 2 is the chain."""
-    from dataclasses import asdict
-
-    from memsel.pretrain import SelectorLightningModule
-
-    cfg = load_config(None, [f"run_dir={tmp_path}", "pretrain.target=recency", "pretrain.answer_weight=1",
-                             "pretrain.bridge_hint=1"])
-    spec = {"vocab_size": 10, "max_memories": 4, "max_sentence_len": 3}
-    module = SelectorLightningModule(asdict(cfg.selector), spec, asdict(cfg.pretrain), hops=2, reader_hops=2,
-                                     answer_ids=[7], content_ids=[5, 6, 7, 8, 9])
+    content = torch.zeros(10, dtype=torch.bool)
+    content[[5, 6, 7, 8, 9]] = True
     memories = torch.tensor([[[2, 5, 6], [2, 7, 0], [2, 6, 7], [2, 6, 8]]])  # token 2 ('the') is no content word
     batch = {"memories": memories, "query": torch.tensor([[5, 2, 9, 5]]), "answer": torch.tensor([7])}
     mask = torch.ones(1, 4, dtype=torch.bool)
-    link = module._shared_words(memories, mask)[0]
+    link = shared_words(memories, content, mask)[0]
     assert link.tolist() == [[False, False, True, True], [False, False, True, False],
                              [True, True, False, True], [True, False, True, False]]
-    bits, full = module._query_word_bits(batch, mask)  # 9 is held by no memory; 5 counts once
+    bits, full = query_word_bits(memories, batch["query"], content, mask)  # 9 is held by no memory; 5 counts once
     assert bits.tolist() == [[1, 0, 0, 0]] and full.tolist() == [1]
 
     def hint(*ps, hops=2):
         logps = [torch.tensor([p]).clamp(min=1e-30).log() for p in ps]
-        out = module._bridge_hint(batch, mask, logps, torch.tensor([hops]))
+        out = bridge_hint(memories, batch["query"], batch["answer"], content, mask, logps, torch.tensor([hops]))
         return None if out is None else float(out)
 
     assert hint([0.25] * 4, [0.25] * 4) == pytest.approx(-math.log(0.25 * 0.25))  # one chain of four by four
@@ -217,13 +211,14 @@ def test_bridge_hint_is_the_probability_of_a_chain_from_question_to_answer(tmp_p
     assert hint([0, 0, 0, 1], [0, 0, 1, 0]) > 20  # a link, but the first hop holds no question word
 
     batch["query"] = torch.tensor([[5, 2, 8, 0]])  # words 5 and 8: a chain must hold both
-    assert module._query_word_bits(batch, mask)[1].tolist() == [3]
+    assert query_word_bits(memories, batch["query"], content, mask)[1].tolist() == [3]
     assert hint([1, 0, 0, 0], [0, 0, 1, 0]) is None  # no two hops hold both words and end at the answer
     third = [0, 0, 1, 0]
     assert hint([0, 0, 0, 1], [1, 0, 0, 0], third, hops=3) == pytest.approx(0.0, abs=1e-6)  # 3 -> 0 -> 2
     assert hint([0.25] * 4, [0.25] * 4, [0.25] * 4, hops=3) == pytest.approx(-math.log(2 / 64))  # 3-0-2, 0-3-2
     batch["answer"] = torch.tensor([9])  # no memory holds it: no chain, no loss
-    assert module._bridge_hint(batch, mask, [torch.zeros(1, 4)] * 2, torch.tensor([2])) is None
+    assert bridge_hint(memories, batch["query"], batch["answer"], content, mask, [torch.zeros(1, 4)] * 2,
+                       torch.tensor([2])) is None
 
 
 def test_weak_supervision_hints_need_weak_supervision():
@@ -280,3 +275,20 @@ def test_ema_weights_are_what_validation_sees_and_what_is_exported(tmp_path):
     for k, v in exported.items():
         assert torch.equal(v, averaged[f"selector.{k}"]), k
     assert any(not torch.equal(averaged[k], raw[k]) for k in averaged if k.startswith("selector."))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+def test_weak_pretraining_with_every_hint_runs_on_the_gpu(tmp_path):
+    """device=cuda: Lightning trains there (the losses, the bridge programme, the greedy validation and
+    the reader's answers all on the GPU); the exported files load on the CPU."""
+    cfg = load_config(None, [f"run_dir={tmp_path}", "data.task=2", "data.train_stories=20", "data.test_stories=5",
+                             "env.hops=0", "pretrain.target=recency", "pretrain.answer_weight=1",
+                             "pretrain.answer_hint=1", "pretrain.query_hint=1", "pretrain.bridge_hint=1",
+                             "pretrain.max_epochs=1", "selector.kind=mha", "device=cuda"])
+    data = prepare_data(cfg)
+    path = pretrain(cfg, data.train, data.val, data.spec)
+    from memsel.reader import AnswerReader
+
+    reader = AnswerReader.load(cfg.run_path / "pretrain" / "reader.pt")
+    got = selector_scores(Selector.load(path), data.test, hops=0, reader=reader, device="cuda")
+    assert 0.0 <= got["answer_accuracy"] <= 1.0

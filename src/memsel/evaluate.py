@@ -28,6 +28,7 @@ import torch
 
 from memsel.data.budget import support_outside
 from memsel.data.encode import EncodedSamples, question_hops
+from memsel.devices import torch_device
 from memsel.files import atomic_path
 from memsel.network import Selector
 
@@ -135,8 +136,8 @@ def greedy_rollout(net: Selector, tensors: dict[str, torch.Tensor], hops: torch.
     mask = tensors["mask"]
     b, n = mask.shape
     h_max = int(hops.max()) if b else 0
-    selected = torch.zeros(b, n)
-    chosen = torch.full((b, h_max), -1, dtype=torch.long)
+    selected = torch.zeros(b, n, device=mask.device)
+    chosen = torch.full((b, h_max), -1, dtype=torch.long, device=mask.device)
     for h in range(h_max):
         choice = net({**tensors, "selected": selected}).argmax(-1)  # (B,)
         active = hops > h
@@ -145,34 +146,47 @@ def greedy_rollout(net: Selector, tensors: dict[str, torch.Tensor], hops: torch.
     return chosen
 
 
-def selector_choices(net: Selector, data: EncodedSamples, hops: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """(S, H) greedy choices of ``net`` on ``data``."""
-    net.eval()
-    tensors = {k: torch.from_numpy(v) for k, v in data.tensors().items()}
+def _device(device: str | torch.device) -> torch.device:
+    """``device`` as the ``device`` setting names it (``auto``, ``cpu``, ``cuda``, ``cuda:N``) or a torch.device."""
+    return device if isinstance(device, torch.device) else torch_device(device)
+
+
+def selector_choices(net: Selector, data: EncodedSamples, hops: np.ndarray, batch_size: int = 1024,
+                     device: str | torch.device = "cpu") -> np.ndarray:
+    """(S, H) greedy choices of ``net`` on ``data``, run on ``device`` (``net`` is moved there)."""
+    where = _device(device)
+    net.eval().to(where)
+    tensors = {k: torch.from_numpy(v) for k, v in data.tensors().items()}  # on the CPU: one batch at a time moves
     h_max = int(hops.max()) if len(hops) else 1
     out = np.full((len(data), h_max), -1, dtype=np.int64)
     for start in range(0, len(data), batch_size):
-        batch = {k: v[start:start + batch_size] for k, v in tensors.items()}
-        got = greedy_rollout(net, batch, torch.from_numpy(hops[start:start + batch_size])).numpy()
+        batch = {k: v[start:start + batch_size].to(where) for k, v in tensors.items()}
+        batch_hops = torch.from_numpy(hops[start:start + batch_size]).to(where)
+        got = greedy_rollout(net, batch, batch_hops).cpu().numpy()
         out[start:start + len(got), :got.shape[1]] = got
     return out
 
 
-def answer_accuracy(reader, data: EncodedSamples, chosen: np.ndarray, batch_size: int = 1024) -> float:
-    """Fraction of usable questions the reader answers right from ``chosen`` (S, H)."""
+def answer_accuracy(reader, data: EncodedSamples, chosen: np.ndarray, batch_size: int = 1024,
+                    device: str | torch.device = "cpu") -> float:
+    """Fraction of usable questions the reader answers right from ``chosen`` (S, H), read on ``device``
+    (``reader`` is moved there)."""
+    where = _device(device)
+    reader.to(where)
     ok = _usable(data)
     right = []
     for start in range(0, len(data), batch_size):
         sl = slice(start, start + batch_size)
-        said = reader.answer(torch.from_numpy(data.memories[sl]), torch.from_numpy(data.query[sl]),
-                             torch.from_numpy(chosen[sl]))
-        right.append(said.numpy() == data.answer[sl])
+        said = reader.answer(torch.from_numpy(data.memories[sl]).to(where), torch.from_numpy(data.query[sl]).to(where),
+                             torch.from_numpy(chosen[sl]).to(where))
+        right.append(said.cpu().numpy() == data.answer[sl])
     hits = np.concatenate(right) if right else np.zeros(0, dtype=bool)
     return float(hits[ok].mean()) if ok.any() else float("nan")
 
 
-def baseline_scores(data: EncodedSamples, hops: int = 1, reader=None) -> dict[str, dict[str, object]]:
-    """The baselines' metrics (and, with ``reader``, their answer accuracy and the oracle's)."""
+def baseline_scores(data: EncodedSamples, hops: int = 1, reader=None,
+                    device: str | torch.device = "cpu") -> dict[str, dict[str, object]]:
+    """The baselines' metrics (and, with ``reader``, their answer accuracy and the oracle's, read on ``device``)."""
     counts = hop_counts(data, hops)
     results = {"random": random_scores(data, counts)}
     choices = baseline_choices(data, counts)
@@ -181,25 +195,26 @@ def baseline_scores(data: EncodedSamples, hops: int = 1, reader=None) -> dict[st
             continue
         results[name] = score_choices(data, choices[name], counts)
         if reader is not None:
-            results[name]["answer_accuracy"] = answer_accuracy(reader, data, choices[name])
+            results[name]["answer_accuracy"] = answer_accuracy(reader, data, choices[name], device=device)
     if reader is not None:
         rng = np.random.default_rng(0)
         h_max = int(counts.max())
         n_valid = np.maximum(data.mask.sum(1), 1)
         draw = (rng.random((len(data), h_max)) * n_valid[:, None]).astype(np.int64)
         draw[np.arange(h_max)[None, :] >= counts[:, None]] = -1
-        results["random"]["answer_accuracy"] = answer_accuracy(reader, data, draw)  # one seeded draw
+        results["random"]["answer_accuracy"] = answer_accuracy(reader, data, draw, device=device)  # one seeded draw
     return results
 
 
 def selector_scores(net: Selector, data: EncodedSamples, hops: int = 1, reader=None,
-                    batch_size: int = 1024) -> dict[str, object]:
-    """Greedy metrics of ``net`` on ``data`` (see the module docstring)."""
+                    batch_size: int = 1024, device: str | torch.device = "cpu") -> dict[str, object]:
+    """Greedy metrics of ``net`` on ``data`` (see the module docstring); the networks run on ``device``
+    (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a torch.device), the scores come back as CPU numbers."""
     counts = hop_counts(data, hops)
-    chosen = selector_choices(net, data, counts, batch_size)
+    chosen = selector_choices(net, data, counts, batch_size, device)
     out = score_choices(data, chosen, counts)
     if reader is not None:
-        out["answer_accuracy"] = answer_accuracy(reader, data, chosen)
+        out["answer_accuracy"] = answer_accuracy(reader, data, chosen, device=device)
     return out
 
 
@@ -229,23 +244,24 @@ def sample_efficiency(curves: dict[str, list[dict[str, float]]], fraction: float
 
 
 def evaluate(data: EncodedSamples, selectors: dict[str, Path], hops: int = 1,
-             reader_path: Path | None = None) -> dict[str, dict[str, object]]:
+             reader_path: Path | None = None, device: str | torch.device = "cpu") -> dict[str, dict[str, object]]:
     """Baselines plus every selector file in ``selectors`` (method name -> path), in METHOD_ORDER.
 
     ``data`` is the test split as the selectors see it (through the memory budget, see
     memsel.data.budget); ``hops`` as ``env.hops``; ``reader_path`` an answer reader file, for
-    answer accuracy. Every method's entry also carries ``support_outside_budget`` (supporting facts
-    not among the slots) and ``questions_without_support`` (questions left with none, which count
-    as misses), the same for every method: what the budget hides is reported, not dropped.
+    answer accuracy; ``device`` where the networks run (files load on the CPU, then move). Every
+    method's entry also carries ``support_outside_budget`` (supporting facts not among the slots) and
+    ``questions_without_support`` (questions left with none, which count as misses), the same for
+    every method: what the budget hides is reported, not dropped.
     """
     reader = None
     if reader_path is not None:
         from memsel.reader import AnswerReader
 
         reader = AnswerReader.load(reader_path)
-    results = baseline_scores(data, hops, reader)
+    results = baseline_scores(data, hops, reader, device)
     for name, path in selectors.items():
-        results[name] = selector_scores(Selector.load(path), data, hops, reader)
+        results[name] = selector_scores(Selector.load(path), data, hops, reader, device=device)
     outside = {k: float(v) for k, v in support_outside(data).items()}
     for metrics in results.values():
         metrics.update(outside)

@@ -19,6 +19,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from memsel.data.encode import Vocab
+from memsel.devices import torch_device
 from memsel.layout import RunLayout
 from memsel.network import Selector
 
@@ -40,17 +41,21 @@ def vocabulary_of_run(run_dir: str | Path) -> list[str] | None:
 
 
 class SelectorPredictor:
-    """Ranks raw-text memories for a raw-text query with a trained :class:`memsel.network.Selector`."""
+    """Ranks raw-text memories for a raw-text query with a trained :class:`memsel.network.Selector`,
+    run on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a torch.device; the network is moved there)."""
 
-    def __init__(self, selector: Selector, vocab: Vocab):
+    def __init__(self, selector: Selector, vocab: Vocab, device: str | torch.device = "cpu"):
         if len(vocab) != selector.spec.vocab_size:
             raise ValueError(f"vocabulary of {len(vocab)} tokens for a network built for {selector.spec.vocab_size}")
-        self.selector = selector.eval()
+        self.device = device if isinstance(device, torch.device) else torch_device(device)
+        self.selector = selector.eval().to(self.device)
         self.vocab = vocab
 
     @classmethod
-    def load(cls, path: str | Path, vocab: str | Path | Vocab | None = None) -> "SelectorPredictor":
-        """From a selector file; ``vocab`` (a vocab.json or Vocab) is needed only if the file holds none."""
+    def load(cls, path: str | Path, vocab: str | Path | Vocab | None = None,
+             device: str | torch.device = "cpu") -> "SelectorPredictor":
+        """From a selector file (read on the CPU, then moved to ``device``); ``vocab`` (a vocab.json or
+        Vocab) is needed only if the file holds none."""
         net = Selector.load(path)
         if vocab is None:
             if net.vocab is None:
@@ -59,14 +64,14 @@ class SelectorPredictor:
             vocab = Vocab(net.vocab)
         elif not isinstance(vocab, Vocab):
             vocab = Vocab.load(Path(vocab))
-        return cls(net, vocab)
+        return cls(net, vocab, device)
 
     def _ids(self, text: str) -> list[int]:
         return self.vocab.encode(text)[:self.selector.spec.max_sentence_len]
 
     def observation(self, memories: Sequence[str], query: str, ages: Sequence[int],
                     selected: Sequence[int] = ()) -> dict[str, torch.Tensor]:
-        """One-row selector input for ``memories`` (oldest first) with their ``ages``."""
+        """One-row selector input for ``memories`` (oldest first) with their ``ages``, on the predictor's device."""
         n, length = len(memories), self.selector.spec.max_sentence_len
         obs = {"memories": torch.zeros(1, n, length, dtype=torch.long), "mask": torch.ones(1, n, dtype=torch.bool),
                "query": torch.zeros(1, length, dtype=torch.long),
@@ -79,7 +84,8 @@ class SelectorPredictor:
         if selected:
             obs["selected"] = torch.zeros(1, n, dtype=torch.bool)
             obs["selected"][0, list(selected)] = True
-        return obs
+        # Built on the CPU (many small writes), moved in one go.
+        return {k: v.to(self.device) for k, v in obs.items()}
 
     @torch.inference_mode()
     def rank(self, memories: Sequence[str], query: str, ages: Sequence[int] | None = None,

@@ -62,7 +62,7 @@ class AnswerReader(nn.Module):
     @staticmethod
     def one_hot_reads(chosen: torch.Tensor, n: int) -> torch.Tensor:
         """(B, H) slot indices (-1 = no choice at that hop) -> (B, H, N) one-hot reads."""
-        reads = torch.zeros(*chosen.shape, n)
+        reads = torch.zeros(*chosen.shape, n, device=chosen.device)
         valid = chosen >= 0
         reads[valid.nonzero(as_tuple=True) + (chosen[valid],)] = 1.0
         return reads
