@@ -12,8 +12,11 @@ import torch
 from memsel.config import DEVICE_PATTERN
 
 
-def torch_device(name: str = "auto") -> torch.device:
-    """The torch device ``name`` means here; a GPU that torch cannot see is refused with a ValueError."""
+def torch_device(name: str | torch.device = "auto") -> torch.device:
+    """The torch device ``name`` means here (a torch.device passes through); a GPU that torch cannot see
+    is refused with a ValueError."""
+    if isinstance(name, torch.device):
+        return name
     if not DEVICE_PATTERN.fullmatch(name):
         raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {name!r}")
     if name == "auto":

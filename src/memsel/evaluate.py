@@ -146,15 +146,10 @@ def greedy_rollout(net: Selector, tensors: dict[str, torch.Tensor], hops: torch.
     return chosen
 
 
-def _device(device: str | torch.device) -> torch.device:
-    """``device`` as the ``device`` setting names it (``auto``, ``cpu``, ``cuda``, ``cuda:N``) or a torch.device."""
-    return device if isinstance(device, torch.device) else torch_device(device)
-
-
 def selector_choices(net: Selector, data: EncodedSamples, hops: np.ndarray, batch_size: int = 1024,
                      device: str | torch.device = "cpu") -> np.ndarray:
     """(S, H) greedy choices of ``net`` on ``data``, run on ``device`` (``net`` is moved there)."""
-    where = _device(device)
+    where = torch_device(device)
     net.eval().to(where)
     tensors = {k: torch.from_numpy(v) for k, v in data.tensors().items()}  # on the CPU: one batch at a time moves
     h_max = int(hops.max()) if len(hops) else 1
@@ -171,7 +166,7 @@ def answer_accuracy(reader, data: EncodedSamples, chosen: np.ndarray, batch_size
                     device: str | torch.device = "cpu") -> float:
     """Fraction of usable questions the reader answers right from ``chosen`` (S, H), read on ``device``
     (``reader`` is moved there)."""
-    where = _device(device)
+    where = torch_device(device)
     reader.to(where)
     ok = _usable(data)
     right = []

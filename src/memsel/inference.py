@@ -47,7 +47,7 @@ class SelectorPredictor:
     def __init__(self, selector: Selector, vocab: Vocab, device: str | torch.device = "cpu"):
         if len(vocab) != selector.spec.vocab_size:
             raise ValueError(f"vocabulary of {len(vocab)} tokens for a network built for {selector.spec.vocab_size}")
-        self.device = device if isinstance(device, torch.device) else torch_device(device)
+        self.device = torch_device(device)
         self.selector = selector.eval().to(self.device)
         self.vocab = vocab
 

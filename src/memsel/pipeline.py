@@ -130,7 +130,7 @@ def stage_evaluate(cfg: Config, data: PreparedData) -> dict:
     found = {name: run.selector(folder) for name, folder in SELECTOR_FOLDERS}
     reader = run.reader
     results = evaluate(budgeted(cfg, data.test, "test"), {k: p for k, p in found.items() if p.is_file()},
-                       hops=cfg.env.hops, reader_path=reader if reader.is_file() else None)
+                       hops=cfg.env.hops, reader_path=reader if reader.is_file() else None, device=cfg.device)
     curves = {}
     for name in PPO_RUNS:
         outcome = run.outcome(name)

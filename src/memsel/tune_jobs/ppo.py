@@ -144,7 +144,7 @@ def pretrained_return(cfg: Config, selector_path: Path, data: EncodedSamples) ->
         from memsel.reader import AnswerReader
 
         reader = AnswerReader.load(cfg.layout.reader)
-    scores = selector_scores(Selector.load(selector_path), data, cfg.env.hops, reader)
+    scores = selector_scores(Selector.load(selector_path), data, cfg.env.hops, reader, device=cfg.device)
     return float(scores["answer_accuracy"] if reader is not None else scores["selection_accuracy"])
 
 
