@@ -19,15 +19,12 @@ from typing import Any
 import yaml
 
 from memsel.layout import RunLayout
+from memsel.registry import ConfigError, UnknownNameError
+from memsel.registry import check as _check
+from memsel.selector_configs import FAMILIES, SelectorConfig
 
-
-class ConfigError(ValueError):
-    """A configuration value or file that memsel refuses, with the field and what was expected."""
-
-
-def _check(cond: bool, name: str, expected: str, value: Any) -> None:
-    if not cond:
-        raise ConfigError(f"field '{name}': expected {expected}, got {value!r}")
+__all__ = ["Config", "ConfigError", "DataConfig", "EnvConfig", "FAMILIES", "PPOSettings", "PretrainConfig",
+           "SelectorConfig", "TuneSettings", "from_dict", "load_config", "parse_set"]
 
 
 @dataclass
@@ -133,90 +130,6 @@ class EnvConfig:
         _check(self.hops >= 0, f"{p}.hops", "an integer >= 0 (0 = as many as the supporting facts)", self.hops)
         _check(self.reward_timing in REWARD_TIMINGS, f"{p}.reward_timing", f"one of {list(REWARD_TIMINGS)}",
                self.reward_timing)
-
-
-SELECTOR_KINDS = ("ff", "conv1d", "se", "mha")
-SENTENCE_ENCODERS = ("bow", "pe", "learned")
-SELF_ATTENTION_MODES = ("full", "chunked", "linear")
-ATTENTION_KINDS = ("softmax", "stick_breaking")
-
-
-@dataclass
-class SelectorConfig:
-    """The selector network (see memsel.network and memsel.families)."""
-
-    kind: str = "ff"
-    """Family: ``ff`` additive attention, ``conv1d`` convolution over the list, ``se`` squeeze-and-excitation, ``mha`` multi-head cross-attention."""
-    embed_dim: int = 32
-    """Word, sentence and memory embedding size d."""
-    hidden_dim: int = 64
-    """Hidden units of the additive scoring layer and of every feed-forward sublayer."""
-    encoder: str = "pe"
-    """Sentence encoder: ``bow`` bag of words, ``pe`` MemN2N position encoding, ``learned`` learned position weights."""
-    recency: bool = True
-    """Give every memory a learned embedding of its age (0 = most recent) that the family scores with."""
-    relative_age: bool = True
-    """Multi-hop: give every memory learned features of its age relative to the oldest memory chosen at
-    an earlier hop (before or after it, how far), e.g. "the last move before the fact I found"."""
-    residual: bool = False
-    """Refine memory and query embeddings with pre-norm residual feed-forward blocks before scoring."""
-    num_residual_blocks: int = 1
-    """How many residual blocks when ``residual`` is on."""
-    attention: str = "softmax"
-    """How a hop's scores become the selection distribution: ``softmax``, or ``stick_breaking``: memories
-    in recency order, each takes a share sigmoid(score) of what the more recent ones left, so the most
-    recent good match wins at any distance ("the last move before the fact I found")."""
-    hops: int = 1
-    """Attention hops (End-To-End Memory Networks): each hop adds what it read to the query for the next."""
-    num_heads: int = 4
-    """``mha``: attention heads (embed_dim must be a multiple of it)."""
-    self_attention_layers: int = 0
-    """``mha``: pre-norm self-attention layers among the memories before the cross-attention."""
-    self_attention: str = "full"
-    """``mha`` self-attention cost: ``full`` O(N^2), ``chunked`` O(N * attention_chunk), ``linear`` O(N * d^2)."""
-    attention_chunk: int = 256
-    """``chunked`` self-attention: memories attend only within consecutive blocks of this many slots."""
-    conv_kernel: int = 3
-    """``conv1d``: kernel width over neighbouring memory slots (odd)."""
-    se_reduction: int = 4
-    """``se``: the excitation bottleneck has embed_dim / se_reduction units (at least 1)."""
-    dropout: float = 0.0
-    """Dropout in residual blocks and self-attention layers (training only)."""
-
-    def validate(self, p: str = "selector") -> None:
-        _check(self.kind in SELECTOR_KINDS, f"{p}.kind", f"one of {list(SELECTOR_KINDS)}", self.kind)
-        _check(self.embed_dim >= 1, f"{p}.embed_dim", "an integer >= 1", self.embed_dim)
-        _check(self.hidden_dim >= 1, f"{p}.hidden_dim", "an integer >= 1", self.hidden_dim)
-        _check(self.encoder in SENTENCE_ENCODERS, f"{p}.encoder", f"one of {list(SENTENCE_ENCODERS)}",
-               self.encoder)
-        _check(self.num_residual_blocks >= 1, f"{p}.num_residual_blocks", "an integer >= 1",
-               self.num_residual_blocks)
-        _check(self.attention in ATTENTION_KINDS, f"{p}.attention", f"one of {list(ATTENTION_KINDS)}",
-               self.attention)
-        _check(self.hops >= 1, f"{p}.hops", "an integer >= 1", self.hops)
-        _check(self.num_heads >= 1, f"{p}.num_heads", "an integer >= 1", self.num_heads)
-        if self.kind == "mha":
-            _check(self.embed_dim % self.num_heads == 0, f"{p}.num_heads",
-                   f"a divisor of selector.embed_dim ({self.embed_dim})", self.num_heads)
-        _check(self.self_attention_layers >= 0, f"{p}.self_attention_layers", "an integer >= 0",
-               self.self_attention_layers)
-        _check(self.self_attention in SELF_ATTENTION_MODES, f"{p}.self_attention",
-               f"one of {list(SELF_ATTENTION_MODES)}", self.self_attention)
-        _check(self.attention_chunk >= 1, f"{p}.attention_chunk", "an integer >= 1", self.attention_chunk)
-        _check(self.conv_kernel >= 1 and self.conv_kernel % 2 == 1, f"{p}.conv_kernel", "an odd integer >= 1",
-               self.conv_kernel)
-        _check(self.se_reduction >= 1, f"{p}.se_reduction", "an integer >= 1", self.se_reduction)
-        _check(0.0 <= self.dropout < 1.0, f"{p}.dropout", "a number in [0, 1)", self.dropout)
-
-    @classmethod
-    def from_saved(cls, fields: dict) -> "SelectorConfig":
-        """Rebuild from a selector file's ``selector_config``, upgrading fields that older files spell otherwise."""
-        fields = dict(fields)
-        if "position_encoding" in fields:  # memsel.selector/1 files before the encoder choice
-            legacy = fields.pop("position_encoding")
-            fields.setdefault("encoder", "pe" if legacy else "bow")
-        fields.setdefault("relative_age", False)  # files from before the relative-age feature lack its weights
-        return cls(**fields)
 
 
 @dataclass
@@ -587,9 +500,16 @@ def _apply(obj: Any, overrides: dict, source: str, prefix: str = "") -> None:
     for key, value in overrides.items():
         path = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(f"{source}: unknown field '{path}'; known fields here: {', '.join(names)}")
+            kind = f" with {prefix}kind '{obj.kind}'" if isinstance(getattr(obj, "kind", None), str) else ""
+            raise ConfigError(f"{source}: unknown field '{path}'{kind}; known fields here: {', '.join(names)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
+            if hasattr(current, "retyped") and isinstance(value, dict):
+                try:  # a section whose kind chooses its config class (selector.kind)
+                    current = current.retyped(value)
+                except UnknownNameError as e:
+                    raise ConfigError(f"{source}: {e}") from None
+                setattr(obj, key, current)
             _apply(current, value, source, path + ".")
             continue
         ok, converted = _type_ok(value, hints[key])
