@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from memsel.data.budget import check_budget
+from memsel.env import READERS, REWARD_MODES, REWARD_TIMINGS
 from memsel.layout import RunLayout
 from memsel.registry import ConfigError, UnknownNameError
 from memsel.registry import check as _check
@@ -77,11 +79,6 @@ class DataConfig:
 
 
 GENERATED_TASKS = (1, 2, 3)
-BUDGET_STRATEGIES = ("all", "truncate", "sample")
-SAMPLE_WEIGHTINGS = ("uniform", "recency")
-REWARD_MODES = ("supporting", "answer")
-REWARD_TIMINGS = ("per_hop", "final")
-READERS = ("contains", "learned")
 PRETRAIN_TARGETS = ("recency", "supporting", "mixed")
 PPO_VARIANTS = ("scratch", "no_distill")
 PPO_UPDATES = ("clip", "natural")
@@ -94,11 +91,14 @@ class EnvConfig:
     memory_budget: int = 0
     """K, memory slots a question may see; 0 = no budget (only with budget_strategy 'all')."""
     budget_strategy: str = "all"
-    """all: every memory, padded to data.max_memories; truncate: the K most recent; sample: K drawn per episode."""
+    """A strategy of memsel.data.budget.STRATEGIES: all: every memory, padded to data.max_memories;
+    truncate: the K most recent; sample: K drawn per episode."""
     sample_weighting: str = "uniform"
     """budget_strategy 'sample': draw memories uniformly or by recency weight exp(-sample_decay * age)."""
     sample_decay: float = 0.1
     """budget_strategy 'sample' with 'recency' weighting: the rate of exp(-sample_decay * age)."""
+    budget_options: dict = field(default_factory=dict)
+    """Settings of a registered budget strategy (memsel.data.budget.STRATEGIES) beyond sample's keys above."""
     reward_mode: str = "supporting"
     """supporting: reward chosen memories that are needed supporting facts; answer: a reader answers from them."""
     reader: str = "contains"
@@ -110,23 +110,10 @@ class EnvConfig:
     """per_hop: reward each selection by what it adds; final: the whole reward after the last selection."""
 
     def validate(self, p: str = "env") -> None:
-        _check(self.budget_strategy in BUDGET_STRATEGIES, f"{p}.budget_strategy", f"one of {list(BUDGET_STRATEGIES)}",
-               self.budget_strategy)
-        if self.budget_strategy == "all":
-            # A K that 'all' would silently ignore is refused: the user meant a budget.
-            _check(self.memory_budget == 0, f"{p}.memory_budget",
-                   "0 with budget_strategy 'all' (no budget); for a budget K >= 1 set budget_strategy to "
-                   "'truncate' or 'sample'", self.memory_budget)
-        else:
-            _check(self.memory_budget >= 1, f"{p}.memory_budget",
-                   f"an integer >= 1 with budget_strategy '{self.budget_strategy}' (0 = no budget only with 'all')",
-                   self.memory_budget)
-        _check(self.sample_weighting in SAMPLE_WEIGHTINGS, f"{p}.sample_weighting", f"one of {list(SAMPLE_WEIGHTINGS)}",
-               self.sample_weighting)
-        _check(self.sample_decay >= 0, f"{p}.sample_decay", "a number >= 0", self.sample_decay)
+        check_budget(self.memory_budget, self.budget_strategy, self, self.budget_options, p)
         _check(self.reward_mode in REWARD_MODES, f"{p}.reward_mode", f"one of {list(REWARD_MODES)}", self.reward_mode)
         _check(self.reader in READERS or (":" in self.reader and all(self.reader.split(":", 1))), f"{p}.reader",
-               f"one of {list(READERS)} or 'package.module:factory'", self.reader)
+               f"{READERS.expected()} or 'package.module:factory'", self.reader)
         _check(self.hops >= 0, f"{p}.hops", "an integer >= 0 (0 = as many as the supporting facts)", self.hops)
         _check(self.reward_timing in REWARD_TIMINGS, f"{p}.reward_timing", f"one of {list(REWARD_TIMINGS)}",
                self.reward_timing)
@@ -421,17 +408,17 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def flat(self) -> dict[str, Any]:
-        """Dotted keys -> values, for logging as MLflow params."""
+        """Dotted keys -> values, for logging as MLflow params (mapping settings as JSON, not expanded)."""
         out: dict[str, Any] = {}
 
-        def walk(prefix: str, d: dict) -> None:
-            for k, v in d.items():
-                key = f"{prefix}{k}"
-                if isinstance(v, dict) and k != "search_space":
-                    walk(key + ".", v)
+        def walk(prefix: str, obj: Any) -> None:
+            for f in dataclasses.fields(obj):
+                v = getattr(obj, f.name)
+                if dataclasses.is_dataclass(v):
+                    walk(f"{prefix}{f.name}.", v)
                 else:
-                    out[key] = json.dumps(v) if isinstance(v, (dict, list)) else v
-        walk("", self.to_dict())
+                    out[f"{prefix}{f.name}"] = json.dumps(v) if isinstance(v, (dict, list)) else v
+        walk("", self)
         return out
 
 
