@@ -24,6 +24,7 @@ from memsel.layout import RunLayout
 from memsel.registry import ConfigError, UnknownNameError
 from memsel.registry import check as _check
 from memsel.selector_configs import FAMILIES, SelectorConfig
+from memsel.tune_configs import SCHEDULERS, SEARCH_ALGS
 
 __all__ = ["Config", "ConfigError", "DataConfig", "EnvConfig", "FAMILIES", "PPOSettings", "PretrainConfig",
            "SelectorConfig", "TuneSettings", "from_dict", "load_config", "parse_set"]
@@ -294,16 +295,39 @@ DISTILL_SCHEDULES = ("constant", "linear", "adaptive")
 SEARCH_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
 
 
+def _spelled_numbers(space: Any) -> Any:
+    """``tune.search_space`` with argument lists such as ``["1e-5", "1e-3"]`` (YAML 1.1 strings) as numbers;
+    applied while overrides are read, so that ``validate`` only checks."""
+    if not isinstance(space, dict):
+        return space
+    out = {}
+    for key, spec in space.items():
+        if isinstance(spec, dict) and len(spec) == 1 and isinstance(next(iter(spec.values())), list):
+            kind, args = next(iter(spec.items()))
+            numbers = [_as_number(a) for a in args]
+            spec = {kind: numbers if args and all(n is not None for n in numbers) else args}
+        out[key] = spec
+    return out
+
+
 @dataclass
 class TuneSettings:
-    """A Ray Tune sweep over the PPO settings, with ASHA early stopping."""
+    """A Ray Tune sweep over the PPO settings: a registered search algorithm and trial scheduler (memsel.tune_configs)."""
 
     num_samples: int = 4
     """Trials drawn from the search space (each grid point counts once per sample); 0: the pipeline skips the sweep."""
     max_concurrent_trials: int = 2
     """Trials running at once (each needs 1 CPU with ppo.num_env_runners = 0)."""
     iterations: int = 0
-    """Max iterations per trial (ASHA's max_t); 0 = ppo.iterations."""
+    """Max iterations per trial (the scheduler's max_t); 0 = ppo.iterations."""
+    scheduler: str = "asha"
+    """Trial scheduler, a name in memsel.tune_configs.SCHEDULERS: asha (early stopping), none (FIFO)."""
+    scheduler_options: dict = field(default_factory=dict)
+    """Settings of the scheduler's config beyond the keys below (asha's are grace_period, reduction_factor)."""
+    search_alg: str = "random"
+    """Search algorithm, a name in memsel.tune_configs.SEARCH_ALGS: random (Tune's BasicVariantGenerator)."""
+    search_options: dict = field(default_factory=dict)
+    """Settings of the search algorithm's config."""
     grace_period: int = 2
     """ASHA: iterations every trial gets before it can be stopped."""
     reduction_factor: int = 2
@@ -313,7 +337,7 @@ class TuneSettings:
     search_space: dict = field(default_factory=lambda: {
         "lr": {"loguniform": [1e-5, 1e-3]},
         "distill_coeff": {"choice": [0.0, 0.1, 0.5, 1.0]},
-    })
+    }, metadata={"convert": _spelled_numbers})
     """ppo field -> {kind: args}, kind one of choice, grid, uniform, loguniform, randint."""
 
     def validate(self, p: str = "tune") -> None:
@@ -322,8 +346,8 @@ class TuneSettings:
         _check(self.max_concurrent_trials >= 1, f"{p}.max_concurrent_trials", "an integer >= 1",
                self.max_concurrent_trials)
         _check(self.iterations >= 0, f"{p}.iterations", "an integer >= 0 (0 = ppo.iterations)", self.iterations)
-        _check(self.grace_period >= 1, f"{p}.grace_period", "an integer >= 1", self.grace_period)
-        _check(self.reduction_factor >= 2, f"{p}.reduction_factor", "an integer >= 2", self.reduction_factor)
+        SCHEDULERS.check_choice(self.scheduler, self, self.scheduler_options, p, "scheduler", "scheduler_options")
+        SEARCH_ALGS.check_choice(self.search_alg, self, self.search_options, p, "search_alg", "search_options")
         # Fields that shape the run rather than the learning are not searchable.
         ppo_fields = {f.name for f in dataclasses.fields(PPOSettings)} - {
             "iterations", "use_pretrained", "num_env_runners", "num_envs_per_env_runner", "checkpoint_every"}
@@ -335,15 +359,13 @@ class TuneSettings:
             _check(isinstance(args, list) and len(args) >= 1, f"{p}.search_space.{key}.{kind}",
                    "a non-empty list", args)
             numbers = [_as_number(a) for a in args]
-            if all(n is not None for n in numbers):
-                spec[kind] = args = numbers  # "1e-4" from YAML becomes the number it spells
             if kind in ("uniform", "loguniform", "randint"):
                 _check(all(n is not None for n in numbers), f"{p}.search_space.{key}.{kind}",
                        "[low, high] as numbers", args)
-                _check(len(args) == 2 and args[0] < args[1], f"{p}.search_space.{key}.{kind}",
+                _check(len(args) == 2 and numbers[0] < numbers[1], f"{p}.search_space.{key}.{kind}",
                        "[low, high] with low < high", args)
             if kind == "loguniform":
-                _check(args[0] > 0, f"{p}.search_space.{key}.{kind}", "a low bound > 0", args)
+                _check(numbers[0] > 0, f"{p}.search_space.{key}.{kind}", "a low bound > 0", args)
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -483,7 +505,8 @@ def _apply(obj: Any, overrides: dict, source: str, prefix: str = "") -> None:
     if not isinstance(overrides, dict):
         raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {overrides!r}")
     hints = typing.get_type_hints(type(obj))
-    names = [f.name for f in dataclasses.fields(obj)]
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    names = list(fields)
     for key, value in overrides.items():
         path = f"{prefix}{key}"
         if key not in names:
@@ -502,7 +525,7 @@ def _apply(obj: Any, overrides: dict, source: str, prefix: str = "") -> None:
         ok, converted = _type_ok(value, hints[key])
         if not ok:
             raise ConfigError(f"{source}: field '{path}': expected {_type_name(hints[key])}, got {value!r}")
-        setattr(obj, key, converted)
+        setattr(obj, key, fields[key].metadata.get("convert", lambda v: v)(converted))
 
 
 def parse_set(item: str) -> dict:

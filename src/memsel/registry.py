@@ -15,6 +15,7 @@ Two ways to register:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -60,13 +61,16 @@ class Registry:
 
     def register_config(self, name: str, component: str) -> Callable[[type], type]:
         """Decorator on a config dataclass; its component is ``package.module:attr``, imported on first use."""
-        if ":" not in component:
-            raise ValueError(f"{self.what} {name!r}: component reference {component!r} is not 'package.module:attr'")
-
         def deco(config_cls: type) -> type:
-            self._add(name, component, config_cls)
+            self.register_reference(name, component, config_cls)
             return config_cls
         return deco
+
+    def register_reference(self, name: str, component: str, config_cls: type | None = None) -> None:
+        """Register ``package.module:attr`` (imported on first :meth:`get`) under ``name``, e.g. one without settings."""
+        if ":" not in component:
+            raise ValueError(f"{self.what} {name!r}: component reference {component!r} is not 'package.module:attr'")
+        self._add(name, component, config_cls)
 
     def _add(self, name: str, component: Any, config_cls: type | None) -> None:
         if not name or not isinstance(name, str):
@@ -111,6 +115,44 @@ class Registry:
     def config_cls(self, name: str) -> type | None:
         """The config dataclass registered with ``name`` (None for a component without settings)."""
         return self._entry(name).config_cls
+
+    def build_config(self, name: str, section: Any, options: dict | None, p: str, options_field: str) -> Any:
+        """The validated config of component ``name``, chosen in config section ``section`` (prefix ``p``).
+
+        A config class with ``FLAT_PREFIX`` reads its fields from ``section``'s own fields named
+        ``FLAT_PREFIX + field`` (keys the YAML spelled before the registry, e.g. env.sample_decay);
+        ``options`` (the section's ``options_field`` mapping) sets any field of it."""
+        cls = self.config_cls(name)
+        options = dict(options or {})
+        where = f"{p}.{options_field}"
+        if cls is None:
+            check(not options, where, f"empty: {self.what} {name!r} has no settings", options)
+            return None
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in options:
+            check(key in known, f"{where}.{key}", f"a setting of {self.what} {name!r}, one of {known}", key)
+        prefix = getattr(cls, "FLAT_PREFIX", None)
+        flat = {} if prefix is None else {f: getattr(section, prefix + f) for f in known}
+        config = cls(**{**flat, **options})
+        if hasattr(config, "validate"):
+            config.validate(p)
+        return config
+
+    def make(self, name: str, section: Any, options: dict | None, p: str, options_field: str, *args: Any) -> Any:
+        """Call component ``name`` with its config (built as :meth:`build_config` does) and ``args``."""
+        return self.get(name)(self.build_config(name, section, options, p, options_field), *args)
+
+    def check_choice(self, name: Any, section: Any, options: dict | None, p: str, name_field: str,
+                     options_field: str) -> Any:
+        """Refuse an unknown ``name`` (field ``p.name_field``) or bad settings; returns the chosen config.
+
+        Settings spelled as the section's own fields are checked whatever the choice, as before
+        the registry."""
+        self.check(name, f"{p}.{name_field}")
+        for other in self.names():
+            if other != name and hasattr(self.config_cls(other), "FLAT_PREFIX"):
+                self.build_config(other, section, None, p, options_field)
+        return self.build_config(name, section, options, p, options_field)
 
 
 def _same(old: Entry, component: Any, config_cls: type | None) -> bool:

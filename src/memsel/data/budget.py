@@ -1,8 +1,7 @@
 """Memory budgets: which K of a question's memories it may see.
 
 One function, :func:`apply_budget`, serves the environment (per episode, for ``sample``),
-pretraining and evaluation, so all three see K slots chosen by the same rule:
-
+pretraining and evaluation, so all three see K slots chosen by the same rule.
 Strategies register themselves in :data:`STRATEGIES` with their config dataclass:
 
 - ``all``: no budget; every memory, padded to the data's slot count (``data.max_memories``).
@@ -19,7 +18,6 @@ answered, and evaluation counts it as a miss.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -89,7 +87,7 @@ class Truncate(BudgetStrategy):
 class SampleConfig:
     """``sample``'s settings; env spells them ``sample_weighting`` and ``sample_decay``."""
 
-    ENV_PREFIX: ClassVar[str] = "sample_"
+    FLAT_PREFIX: ClassVar[str] = "sample_"
     """Its fields are also EnvConfig fields with this prefix (always checked, whatever the strategy)."""
     weighting: str = "uniform"
     """Draw memories uniformly or by recency weight exp(-decay * age)."""
@@ -137,30 +135,6 @@ class SampleMemories(BudgetStrategy):
         return f"K = {k} (sample, {c.weighting}" + (f" exp(-{c.decay:g} * age))" if c.weighting == "recency" else ")")
 
 
-def _flat(config_cls: type, env: Any) -> dict:
-    """A strategy config's fields spelled as env fields (``ENV_PREFIX`` + name), read from ``env``."""
-    prefix = getattr(config_cls, "ENV_PREFIX", None)
-    if prefix is None:
-        return {}
-    return {f.name: getattr(env, prefix + f.name) for f in dataclasses.fields(config_cls)}
-
-
-def strategy_config(name: str, env: Any, options: dict | None = None, p: str = "env") -> Any:
-    """The config of strategy ``name`` from ``env``'s flat keys and ``options`` (env.budget_options), validated."""
-    cls = STRATEGIES.config_cls(name)
-    options = dict(options or {})
-    if cls is None:
-        check(not options, f"{p}.budget_options", f"empty: budget_strategy '{name}' has no settings", options)
-        return None
-    known = [f.name for f in dataclasses.fields(cls)]
-    for key in options:
-        check(key in known, f"{p}.budget_options.{key}", f"a setting of budget_strategy '{name}', one of {known}", key)
-    config = cls(**{**_flat(cls, env), **options})
-    if hasattr(config, "validate"):
-        config.validate(p)
-    return config
-
-
 def check_budget(k: int, name: str, env: Any, options: dict | None = None, p: str = "env") -> Any:
     """Refuse a budget memsel cannot apply (naming the field); returns the strategy's validated config.
 
@@ -175,10 +149,7 @@ def check_budget(k: int, name: str, env: Any, options: dict | None = None, p: st
         # A K that the strategy would silently ignore is refused: the user meant a budget.
         check(k == 0, f"{p}.memory_budget", f"0 with budget_strategy '{name}' (no budget); for a budget K >= 1 "
               f"set budget_strategy to {' or '.join(repr(n) for n in budgeted)}", k)
-    for other in STRATEGIES.names():  # settings spelled as env's own keys are checked whatever the strategy
-        if other != name and hasattr(STRATEGIES.config_cls(other), "ENV_PREFIX"):
-            strategy_config(other, env, None, p)
-    return strategy_config(name, env, options, p)
+    return STRATEGIES.check_choice(name, env, options, p, "budget_strategy", "budget_options")
 
 
 @dataclass(frozen=True)
