@@ -27,7 +27,7 @@ def test_defaults_build_what_the_sweep_used_before_the_registry():
     capped = ASHAScheduler(time_attr="training_iteration", max_t=2, grace_period=2, reduction_factor=4)
     assert _shape(make_scheduler(settings, 2)) == _shape(capped)  # grace period capped at max_t, as before
     search = make_search_alg(settings)
-    assert isinstance(search, BasicVariantGenerator) and search._max_concurrent == 3
+    assert isinstance(search, BasicVariantGenerator) and search.max_concurrent == 3
 
 
 def _shape(asha) -> tuple:
