@@ -18,7 +18,10 @@ from typing import Any
 
 import yaml
 
+import memsel.data.babi  # noqa: F401  (registers the datasets 'babi' ...)
+import memsel.data.generate  # noqa: F401  (... and 'generated')
 from memsel.data.budget import check_budget
+from memsel.data.sample import DATASETS
 from memsel.env import READERS, REWARD_MODES, REWARD_TIMINGS
 from memsel.layout import RunLayout
 from memsel.registry import ConfigError, UnknownNameError
@@ -32,8 +35,12 @@ __all__ = ["Config", "ConfigError", "DataConfig", "EnvConfig", "FAMILIES", "PPOS
 
 @dataclass
 class DataConfig:
-    """Where the samples come from and how they are padded."""
+    """Where the samples come from (a registered dataset, memsel.data.sample.DATASETS) and how they are padded."""
 
+    dataset: str | None = None
+    """A dataset of memsel.data.sample.DATASETS; None = 'babi' (files) when ``path`` is set, else 'generated'."""
+    dataset_options: dict = field(default_factory=dict)
+    """Settings of a registered dataset's config beyond the data.* keys here (babi's and generated's are those)."""
     path: str | None = None
     """A bAbI ``*_train.txt`` file (its ``*_test.txt`` sibling is found) or a folder; None generates ``task``."""
     task: int = 1
@@ -61,25 +68,21 @@ class DataConfig:
     max_sentence_len: int = 0
     """Tokens per sentence; 0 = the longest sentence in the data."""
 
+    @property
+    def dataset_name(self) -> str:
+        """The dataset in use: ``dataset``, or by default 'babi' when ``path`` is set, else 'generated'."""
+        return self.dataset or ("babi" if self.path else "generated")
+
     def validate(self, p: str = "data") -> None:
         _check(1 <= self.task <= 20, f"{p}.task", "an integer in 1..20", self.task)
-        for name in ("train_stories", "test_stories", "questions_per_story", "statements_per_question"):
-            _check(getattr(self, name) >= 1, f"{p}.{name}", "an integer >= 1", getattr(self, name))
-        _check(self.num_actors >= 1, f"{p}.num_actors", "an integer >= 1", self.num_actors)
-        _check(self.num_places >= 2, f"{p}.num_places", "an integer >= 2", self.num_places)
-        _check(self.num_objects >= 1, f"{p}.num_objects", "an integer >= 1", self.num_objects)
-        _check(0.0 <= self.distractor_density < 1.0, f"{p}.distractor_density", "a number in [0, 1)",
-               self.distractor_density)
-        if self.path is None:
-            _check(self.task in GENERATED_TASKS, f"{p}.task",
-                   f"one of {list(GENERATED_TASKS)} when {p}.path is empty (the generated tasks)", self.task)
+        DATASETS.check_choice(self.dataset_name, self, self.dataset_options, p, "dataset", "dataset_options",
+                              others=False)
         _check(0.0 <= self.val_fraction < 1.0, f"{p}.val_fraction", "a number in [0, 1)", self.val_fraction)
         _check(self.max_memories >= 0, f"{p}.max_memories", "an integer >= 0 (0 = automatic)", self.max_memories)
         _check(self.max_sentence_len >= 0, f"{p}.max_sentence_len", "an integer >= 0 (0 = automatic)",
                self.max_sentence_len)
 
 
-GENERATED_TASKS = (1, 2, 3)
 PRETRAIN_TARGETS = ("recency", "supporting", "mixed")
 PPO_VARIANTS = ("scratch", "no_distill")
 PPO_UPDATES = ("clip", "natural")

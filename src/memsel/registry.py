@@ -143,13 +143,13 @@ class Registry:
         return self.get(name)(self.build_config(name, section, options, p, options_field), *args)
 
     def check_choice(self, name: Any, section: Any, options: dict | None, p: str, name_field: str,
-                     options_field: str) -> Any:
+                     options_field: str, others: bool = True) -> Any:
         """Refuse an unknown ``name`` (field ``p.name_field``) or bad settings; returns the chosen config.
 
-        Settings spelled as the section's own fields are checked whatever the choice, as before
-        the registry."""
+        With ``others``, the settings of other components spelled as the section's own fields are
+        checked too, whatever the choice (as before the registry)."""
         self.check(name, f"{p}.{name_field}")
-        for other in self.names():
+        for other in self.names() if others else ():
             if other != name and hasattr(self.config_cls(other), "FLAT_PREFIX"):
                 self.build_config(other, section, None, p, options_field)
         return self.build_config(name, section, options, p, options_field)

@@ -4,15 +4,24 @@ Format (as the real files have it): ``ID text`` is a statement; ``ID question?<T
 is a question whose space-separated supporting ids name earlier statements of the same story (a
 set, not always ascending). IDs restart at 1 for every story.
 
-Each question becomes one :class:`Sample`: its memories are the story's statements before it, a
-list that grows along the story.
+Each question becomes one :class:`memsel.data.sample.Sample` (importable from here too): its
+memories are the story's statements before it, a list that grows along the story. bAbI files are
+the dataset ``babi`` (``data.path``); the generator (memsel.data.generate) writes files in this format.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+from memsel.data.sample import DATASETS, DatasetSplits, Sample
+from memsel.registry import check
+
+__all__ = ["BabiFilesConfig", "BabiFormatError", "Sample", "babi_files", "find_task_files", "parse_babi",
+           "read_splits", "tokenize"]
 
 
 class BabiFormatError(ValueError):
@@ -23,23 +32,6 @@ class BabiFormatError(ValueError):
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.line = line
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One question with the memories it may draw on."""
-
-    memories: tuple[str, ...]
-    """The story's statements before the question, oldest first."""
-    query: str
-    answer: str
-    supporting: tuple[int, ...]
-    """Indices into ``memories`` of the supporting facts, in the order the file lists them (bAbI's
-    reasoning order, which multi-hop pretraining follows)."""
-    story: int
-    """0-based index of the story within its file."""
-    source: str
-    """``file:line`` of the question, for error messages and inspection."""
 
 
 _TOKEN = re.compile(r"\w+")
@@ -142,3 +134,31 @@ def find_task_files(path: str | Path, task: int) -> tuple[Path, Path]:
     if not test.is_file():
         raise FileNotFoundError(f"{test}: test file missing next to {train.name}")
     return train, test
+
+
+def read_splits(train_file: str | Path, test_file: str | Path) -> DatasetSplits:
+    """A train and a test file in the bAbI format, parsed, with their paths and sha1 as sources."""
+    def sha1(path: str | Path) -> str:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+    sources = {"train_file": str(Path(train_file).resolve()), "test_file": str(Path(test_file).resolve()),
+               "train_sha1": sha1(train_file), "test_sha1": sha1(test_file)}
+    return DatasetSplits(parse_babi(train_file), parse_babi(test_file), sources)
+
+
+@dataclass
+class BabiFilesConfig:
+    """``babi``: files in the bAbI format; data spells the fields ``data.path`` and ``data.task``."""
+
+    FLAT_PREFIX: ClassVar[str] = ""
+    path: str | None
+    task: int
+
+    def validate(self, p: str = "data") -> None:
+        check(bool(self.path), f"{p}.path", "a bAbI *_train.txt file or a folder with dataset 'babi'", self.path)
+
+
+@DATASETS.register("babi", BabiFilesConfig)
+def babi_files(config: BabiFilesConfig, seed: int, folder: Path) -> DatasetSplits:
+    """``babi``: the train/test files ``data.path`` names (a folder: those of ``data.task``)."""
+    return read_splits(*find_task_files(config.path, config.task))
