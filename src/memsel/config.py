@@ -84,7 +84,11 @@ class DataConfig:
 
 
 PRETRAIN_TARGETS = ("recency", "supporting", "mixed")
-PPO_VARIANTS = ("scratch", "no_distill")
+PPO_VARIANTS: dict[str, dict[str, Any]] = {
+    "scratch": {"use_pretrained": False},
+    "no_distill": {"distill_coeff": 0.0, "distill_schedule": "constant"},
+}
+"""ppo.compare: each comparison run's name and the ppo fields it changes (with compare emptied)."""
 PPO_UPDATES = ("clip", "natural")
 
 

@@ -42,6 +42,34 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+def _question(path: Path, lineno: int, rest: str, line_id: int, stmt_index: dict[int, int],
+              question_ids: set[int]) -> tuple[str, str, list[int]]:
+    """A question line's text after its ID: (question, answer, indices of its supporting statements)."""
+    parts = rest.split("\t")
+    if len(parts) < 3:
+        raise BabiFormatError(
+            path, lineno, "a question needs 'question<TAB>answer<TAB>supporting ids', "
+            f"found {len(parts)} tab-separated field(s)")
+    query, answer, support_field = parts[0].strip(), parts[1].strip(), parts[2].strip()
+    if not query or not answer:
+        raise BabiFormatError(path, lineno, "empty question or answer")
+    supporting: list[int] = []
+    for tok in support_field.split():
+        if not (tok.isascii() and tok.isdigit()):
+            raise BabiFormatError(path, lineno, f"supporting id {tok!r} is not a number")
+        sid = int(tok)
+        if sid in question_ids:
+            raise BabiFormatError(path, lineno, f"supporting id {sid} names a question, not a statement")
+        if sid not in stmt_index:
+            raise BabiFormatError(path, lineno, f"supporting id {sid} is not a statement before this "
+                                  f"question in its story (IDs 1..{line_id - 1})")
+        if stmt_index[sid] not in supporting:
+            supporting.append(stmt_index[sid])
+    if not supporting:
+        raise BabiFormatError(path, lineno, "a question needs at least one supporting id")
+    return query, answer, supporting
+
+
 def parse_babi(path: str | Path) -> list[Sample]:
     """Parse a bAbI file into samples, one per question, refusing malformed lines with file:line."""
     path = Path(path)
@@ -86,28 +114,7 @@ def parse_babi(path: str | Path) -> list[Sample]:
             stmt_index[line_id] = len(statements)
             statements.append(rest.strip())
             continue
-        parts = rest.split("\t")
-        if len(parts) < 3:
-            raise BabiFormatError(
-                path, lineno, "a question needs 'question<TAB>answer<TAB>supporting ids', "
-                f"found {len(parts)} tab-separated field(s)")
-        query, answer, support_field = parts[0].strip(), parts[1].strip(), parts[2].strip()
-        if not query or not answer:
-            raise BabiFormatError(path, lineno, "empty question or answer")
-        supporting: list[int] = []
-        for tok in support_field.split():
-            if not (tok.isascii() and tok.isdigit()):
-                raise BabiFormatError(path, lineno, f"supporting id {tok!r} is not a number")
-            sid = int(tok)
-            if sid in question_ids:
-                raise BabiFormatError(path, lineno, f"supporting id {sid} names a question, not a statement")
-            if sid not in stmt_index:
-                raise BabiFormatError(path, lineno, f"supporting id {sid} is not a statement before this "
-                                      f"question in its story (IDs 1..{line_id - 1})")
-            if stmt_index[sid] not in supporting:
-                supporting.append(stmt_index[sid])
-        if not supporting:
-            raise BabiFormatError(path, lineno, "a question needs at least one supporting id")
+        query, answer, supporting = _question(path, lineno, rest, line_id, stmt_index, question_ids)
         question_ids.add(line_id)
         samples.append(Sample(tuple(statements), query, answer, tuple(supporting), story,
                               f"{path}:{lineno}"))
