@@ -293,3 +293,70 @@ def test_run_layout_names_every_path_under_the_run_directory(tmp_path):
     assert lay.vocab.parent == lay.data and lay.outcome("ppo").name == "outcome.json"
     assert cfg.resolved_tracking_uri == f"sqlite:///{lay.mlflow_db}"
     assert not (tmp_path / "r").exists()  # naming paths creates nothing
+
+
+# --------------------------------------------------------------------------- composed config files
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_file_loads_and_validates(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+    assert from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> dict:
+    out = {}
+    for key in a.keys() | b.keys():
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict) and key != "search_space":
+            out.update(_differences(x, y, f"{prefix}{key}."))
+        elif x != y:
+            out[f"{prefix}{key}"] = (x, y)
+    return out
+
+
+def test_an_experiment_is_its_base_plus_what_it_changes():
+    experiments = REPO / "configs" / "experiments"
+    base, stick = load_config(experiments / "weak_recency.yaml"), load_config(experiments / "weak_stick.yaml")
+    assert _differences(base.to_dict(), stick.to_dict()) == {
+        "name": ("weak_recency", "weak_stick"), "selector.attention": ("softmax", "stick_breaking")}
+
+
+def test_base_chains_apply_base_first_and_later_sets_win(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text("name: root\nppo: {lr: 1.0e-4, iterations: 7}\nenv: {hops: 2}\n")
+    (tmp_path / "sub" / "mid.yaml").write_text("base: ../root.yaml\nname: mid\nppo: {lr: 2.0e-4}\n")
+    (tmp_path / "leaf.yaml").write_text("base: sub/mid.yaml\nname: leaf\nenv: {hops: 3}\n")
+    cfg = load_config(tmp_path / "leaf.yaml", sets=["ppo.iterations=9"])
+    assert (cfg.name, cfg.ppo.lr, cfg.env.hops, cfg.ppo.iterations) == ("leaf", 2e-4, 3, 9)
+
+
+def test_a_cycle_of_bases_is_refused_naming_the_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"cycle .*a\.yaml.*b\.yaml"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_a_missing_or_bad_base_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml.*does not exist"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("base: [x]\n")
+    with pytest.raises(ConfigError, match=r"b\.yaml: field 'base'"):
+        load_config(tmp_path / "b.yaml")
+
+
+def test_a_key_given_twice_is_refused_with_its_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\nppo:\n  lr: 1.0e-4\n  iterations: 3\n  lr: 2.0e-4\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml: line 5: key 'lr' given twice \(first on line 3\)"):
+        load_config(path)
+
+
+def test_a_file_whose_top_level_is_not_a_mapping_is_refused(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping"):
+        load_config(path)

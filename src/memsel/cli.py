@@ -52,15 +52,8 @@ def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
         g.add_argument("--task", type=int, help="bAbI task number when --data is a folder (default 1)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="memsel", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Train attention networks that select the right memory from a growing list: "
-                    "supervised pretraining (Lightning), PPO fine-tuning with distillation (RLlib), "
-                    "sweeps (Ray Tune), all tracked in MLflow.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_data_commands(sub: argparse._SubParsersAction) -> None:
+    """``memsel data download | generate | inspect``."""
     data = sub.add_parser("data", help="download, generate or inspect bAbI-format data")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     down = dsub.add_parser("download", help="fetch the official bAbI archive, verify its SHA-256, unpack it",
@@ -83,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="next to every task 1-3 file, the same statistics of as many generated stories")
     ins.add_argument("--seed", type=int, default=0, help="seed of the generated stories (default 0)")
 
+
+def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
+    """``memsel bench NAME``, one per module of memsel.benchmarks."""
     bench = sub.add_parser("bench", help="benchmarks (ratios measured side by side in one run)")
     bsub = bench.add_subparsers(dest="bench_command", required=True, metavar="NAME")
     from memsel.benchmarks import BENCHMARKS
@@ -96,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         # Benchmark modules keep heavy imports (torch, ray) inside run(), so --help stays fast.
         importlib.import_module(f"memsel.benchmarks.{bname}").add_arguments(bp)
 
+
+def _add_select_command(sub: argparse._SubParsersAction) -> None:
+    """``memsel select``: rank raw-text memories with a selector file."""
     sel = sub.add_parser("select", help="rank raw-text memories for a question with a trained selector file",
                          description="Rank memories (oldest first) for a query with a selector file "
                                      "(runs/<name>/{pretrain,ppo,tune}/selector.pt); prints each memory's "
@@ -112,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--top", type=int, default=0, metavar="K", help="print only the K most probable (default all)")
     sel.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memsel", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Train attention networks that select the right memory from a growing list: "
+                    "supervised pretraining (Lightning), PPO fine-tuning with distillation (RLlib), "
+                    "sweeps (Ray Tune), all tracked in MLflow.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_data_commands(sub)
+    _add_bench_commands(sub)
+    _add_select_command(sub)
     for name, text in (
         ("pretrain", "supervised pretraining with Lightning (temporal prior + supporting-fact labels)"),
         ("train", "PPO fine-tuning in RLlib, distilling toward the pretrained selector (one Tune trial)"),

@@ -556,19 +556,63 @@ def parse_set(item: str) -> dict:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} given twice (first on line "
+                                  f"{seen[key]}); each key may appear once")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> dict:
+    """One YAML config file as a mapping ({} when empty), refusing bad YAML and duplicate keys by file and line."""
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+def config_chain(path: str | Path) -> list[tuple[Path, dict]]:
+    """A config file and the files it builds on, base first: ``base: other.yaml`` (a path relative to the
+    file) names a file whose settings apply first, so that the file holds only what it changes."""
+    chain: list[tuple[Path, dict]] = []
+    p = Path(path)
+    while True:
+        if any(p.resolve() == seen.resolve() for seen, _ in chain):
+            names = " -> ".join(str(q) for q, _ in chain)
+            raise ConfigError(f"{p}: 'base' files form a cycle ({names} -> {p})")
+        data = read_yaml(p)
+        base = data.pop("base", None)
+        chain.append((p, data))
+        if base is None:
+            return list(reversed(chain))
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"{p}: field 'base': expected the path of another config file, got {base!r}")
+        p = p.parent / base
+
+
 def load_config(path: str | Path | None = None, sets: list[str] | None = None, **top: Any) -> Config:
-    """Defaults, then the YAML file, then ``--set`` items, then ``top`` (non-None CLI flags)."""
+    """Defaults, then the YAML file (after the files it names as ``base``), then ``--set`` items, then ``top``
+    (non-None CLI flags)."""
     cfg = Config()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if loaded is not None:
-            _apply(cfg, loaded, str(p))
+        for p, data in config_chain(path):
+            _apply(cfg, data, str(p))
     for item in sets or []:
         _apply(cfg, parse_set(item), f"--set {item}")
     for key, value in top.items():

@@ -11,7 +11,8 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from memsel.config import Config
 from memsel.data.encode import DataSpec
 from memsel.env import MemorySelectionEnv, make_env_config
-from memsel.rllib_models import DistillPPOTorchLearner, SelectorRLModule
+from memsel.devices import gpus_per_learner
+from memsel.rllib_models import SelectorRLModule, learner_class
 
 
 def reader_config(cfg: Config) -> dict | None:
@@ -27,7 +28,8 @@ def reader_config(cfg: Config) -> dict | None:
 
 def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_path: str | Path | None,
                      teacher_return: float | None = None) -> PPOConfig:
-    """The PPOConfig for fine-tuning: env over ``train_npz``, our RLModule and distillation learner.
+    """The PPOConfig for fine-tuning: env over ``train_npz``, our RLModule and distillation learner (the
+    natural-update learner for ``ppo.update: natural``), on ``cfg.device``.
 
     With ``pretrained_path`` the module starts from that selector and distils toward it; without
     it (or with ``ppo.use_pretrained = false``) PPO starts from scratch and has no teacher.
@@ -48,13 +50,9 @@ def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_pat
         .framework("torch")
         .env_runners(num_env_runners=p.num_env_runners, num_envs_per_env_runner=p.num_envs_per_env_runner,
                      num_cpus_per_env_runner=1)
-        .learners(learner_class=DistillPPOTorchLearner, learner_config_dict={
-            "teacher_path": start, "teacher_return": teacher_return, "distill_coeff": p.distill_coeff,
-            "distill_schedule": p.distill_schedule, "distill_final": p.distill_final,
-            "distill_decay_steps": p.distill_decay_steps, "dual_clip": p.dual_clip,
-            "minibatch_advantage_norm": p.minibatch_advantage_norm, "target_kl": p.target_kl,
-            "update": p.update, "max_kl": p.max_kl, "cg_iters": p.cg_iters, "cg_damping": p.cg_damping,
-            "line_search_steps": p.line_search_steps})
+        # The learner rebuilds (and validates) PPOSettings from this dict: every PPO setting in one place.
+        .learners(learner_class=learner_class(p.update), num_gpus_per_learner=gpus_per_learner(cfg.device),
+                  learner_config_dict={"ppo": asdict(p), "teacher_path": start, "teacher_return": teacher_return})
         .training(lr=p.lr, train_batch_size_per_learner=p.train_batch_size, minibatch_size=p.minibatch_size,
                   num_epochs=p.num_epochs, clip_param=p.clip_param, use_kl_loss=p.use_kl_loss,
                   kl_coeff=p.kl_coeff, kl_target=p.kl_target, entropy_coeff=entropy,

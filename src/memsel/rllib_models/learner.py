@@ -1,39 +1,42 @@
-"""PPO learner with knowledge distillation toward the pretrained (teacher) selector and the PPO
-stabilisers memsel exposes as config switches.
+"""PPO learners: RLlib's PPO loss plus distillation toward the pretrained (teacher) selector, the PPO
+stabilisers memsel exposes as config switches, and a TRPO-style natural update.
 
-The loss is PPO's clipped surrogate written out here (rather than ``super()``'s) because dual-clip
-and per-minibatch advantage normalisation change the surrogate itself:
+:class:`DistillPPOTorchLearner` (``ppo.update: clip``) is RLlib's ``PPOTorchLearner`` with one added term,
+as RLlib's ``custom_loss_fn_learner`` example adds its own:
 
-    loss = -surrogate + vf_loss_coeff * vf_loss - entropy_coeff * entropy
-           + kl_coeff * KL(old || new)            (adaptive KL penalty, RLlib's update of kl_coeff)
-           + distill_coeff(t) * KL(teacher || new) (distillation; constant, linear or adaptive weight)
+    loss = PPO's loss (clipped surrogate, value loss, entropy bonus, adaptive KL penalty; RLlib's own)
+           + distill_coeff(t) * KL(teacher || student)   (constant, linear or adaptive weight)
 
-Switches (learner_config_dict, filled from memsel's PPOSettings by memsel.rl):
-- ``teacher_path``: a selector file; None = no distillation (PPO from scratch).
-- ``distill_coeff``, ``distill_schedule`` ('constant' | 'linear' | 'adaptive'), ``distill_final``,
-  ``distill_decay_steps``: the weight starts at distill_coeff; 'linear' reaches distill_final after
-  distill_decay_steps env steps; 'adaptive' (as QDagger) scales it by how far the student's return
-  is below the teacher's, ``max(0, 1 - student / teacher)``, so it fades once the student is better.
-- ``teacher_return``: the teacher's expected return (for 'adaptive').
-- ``dual_clip``: > 1 bounds the surrogate of negative advantages below by dual_clip * A (Ye et al.).
-- ``minibatch_advantage_norm``: re-standardise advantages per minibatch (RLlib's GAE connector
-  already standardises them per train batch; that one is always on).
-- ``target_kl``: > 0 stops the remaining minibatch updates of an iteration once the approximate
-  KL to the sampling policy exceeds it (a hard trust region, as CleanRL's target_kl).
-- ``update``: 'clip' (the above, one Adam step per minibatch) or 'natural', a TRPO-style update
-  (Schulman et al. 2015): the policy loss, with the unclipped surrogate, moves the selector by a natural-
-  gradient step, x = F^-1 g by conjugate gradient (``cg_iters``) on Fisher-vector products (double
-  backprop of the KL, damped by ``cg_damping``), scaled so that the quadratic model of the KL equals
-  ``max_kl``, then halved (up to ``line_search_steps`` times) until the loss falls and the measured KL
-  stays within ``max_kl``; a step that finds neither is not taken. Adam trains the value head only.
-  One minibatch per train batch and one epoch is classic TRPO; more take one such step each.
-Logged per update: distill_kl, distill_coeff, approx_kl, clipfrac, update_stopped_early, plus
-RLlib's own policy_loss, vf_loss, entropy, mean_kl_loss, curr_kl_coeff, vf_explained_var; with the
-natural update also natural_accepted, natural_step_kl, natural_improvement, natural_backtracks.
+What RLlib's PPO lacks stays as small named pieces, each active only when its switch is on:
+- ``minibatch_advantage_norm``: advantages re-standardised per minibatch (RLlib's GAE connector already
+  standardises them per train batch) before RLlib's loss reads them (:func:`with_minibatch_advantages`).
+- ``dual_clip`` > 1: :meth:`DistillPPOTorchLearner.surrogate` bounds the surrogate of negative advantages
+  below by dual_clip * A (Ye et al. 2020); the loss swaps RLlib's surrogate term for it.
+- ``target_kl`` > 0: once a minibatch's approximate KL to the sampling policy exceeds it, that minibatch's
+  and the rest of the iteration's optimiser steps are skipped (CleanRL's target_kl; ``apply_gradients``).
+
+:class:`NaturalPPOTorchLearner` (``ppo.update: natural``) moves the selector by a TRPO step (Schulman et al.
+2015) in its update step, not in the loss: x = F^-1 g by conjugate gradient (``cg_iters``) on Fisher-vector
+products (double backprop of the KL, damped by ``cg_damping``) for the policy loss with the unclipped
+surrogate, scaled so that the quadratic model of the KL equals ``max_kl``, then halved (up to
+``line_search_steps`` times) until the loss falls and the measured KL stays within ``max_kl``; a step
+that finds neither is not taken. Adam trains the value head only. One minibatch per train batch and
+one epoch is classic TRPO; more take one such step each.
+
+Settings: ``learner_config_dict`` holds ``ppo`` (``dataclasses.asdict`` of memsel's PPOSettings, rebuilt
+and validated here; memsel.rl fills it), ``teacher_path`` (a selector file; None = no distillation) and
+``teacher_return`` (the teacher's expected return, for the 'adaptive' distillation weight). RLlib's own
+hyperparameters (clip_param, kl_coeff, ...) are read from the algorithm config, as RLlib's loss reads them.
+
+Logged per update: RLlib's policy_loss, vf_loss, entropy, mean_kl_loss, curr_kl_coeff, vf_explained_var,
+plus approx_kl, clipfrac, update_stopped_early, and with a teacher distill_kl, distill_coeff,
+student_return_ema; with the natural update also natural_accepted, natural_step_kl, natural_improvement,
+natural_backtracks.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -52,8 +55,10 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.torch_utils import explained_variance
 
-from memsel.config import DISTILL_SCHEDULES, PPO_UPDATES
+from memsel.config import DISTILL_SCHEDULES, PPO_UPDATES, PPOSettings
 from memsel.network import Selector
+
+Mean = Callable[[torch.Tensor], torch.Tensor]
 
 
 def distillation_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor,
@@ -107,34 +112,51 @@ def flat_grad(grads: tuple[torch.Tensor | None, ...], params: list[torch.Tensor]
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
+def masked_mean(batch: dict[str, Any]) -> Mean:
+    """The mean over the rows a loss counts: RLlib's LOSS_MASK leaves out the bootstrap rows it adds."""
+    if Columns.LOSS_MASK not in batch:
+        return torch.mean
+    loss_mask = batch[Columns.LOSS_MASK]
+    num_valid = loss_mask.sum().clamp(min=1)
+    return lambda x: x[loss_mask].sum() / num_valid
+
+
+def with_minibatch_advantages(batch: dict[str, Any]) -> dict[str, Any]:
+    """A shallow copy of ``batch`` whose advantages are standardised over this minibatch's counted rows."""
+    adv = batch[Postprocessing.ADVANTAGES]
+    valid = adv[batch[Columns.LOSS_MASK]] if Columns.LOSS_MASK in batch else adv
+    return {**batch, Postprocessing.ADVANTAGES: (adv - valid.mean()) / valid.std().clamp(min=1e-4)}
+
+
+def clipped_surrogate(adv: torch.Tensor, ratio: torch.Tensor, clip_param: float) -> torch.Tensor:
+    """PPO's clipped surrogate per sample, as RLlib's loss computes it. (B,)"""
+    return torch.min(adv * ratio, adv * torch.clamp(ratio, 1 - clip_param, 1 + clip_param))
+
+
+def _floats(stats: dict[str, Any]) -> dict[str, float]:
+    """Stats as plain floats: logged values must not hold the graph."""
+    return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in stats.items()}
+
+
 class DistillPPOTorchLearner(PPOTorchLearner):
-    """PPO (clipped surrogate, adaptive KL, value loss, entropy) + distillation + stabilisers."""
+    """RLlib's PPO loss + distillation toward the teacher + the stabiliser switches (module docstring)."""
+
+    ppo_update = "clip"
+    """The ``ppo.update`` value this learner implements (``update`` itself is RLlib's method)."""
 
     @override(Learner)
     def build(self) -> None:
         super().build()
         cfg = dict(self.config.learner_config_dict or {})
-        self._opts = {
-            "distill_coeff": float(cfg.get("distill_coeff", 0.0)),
-            "distill_schedule": cfg.get("distill_schedule", "constant"),
-            "distill_final": float(cfg.get("distill_final", 0.0)),
-            "distill_decay_steps": int(cfg.get("distill_decay_steps", 0)),
-            "teacher_return": cfg.get("teacher_return"),
-            "dual_clip": float(cfg.get("dual_clip", 0.0)),
-            "minibatch_advantage_norm": bool(cfg.get("minibatch_advantage_norm", False)),
-            "target_kl": float(cfg.get("target_kl", 0.0)),
-            "update": cfg.get("update", "clip"),
-            "max_kl": float(cfg.get("max_kl", 0.01)),
-            "cg_iters": int(cfg.get("cg_iters", 10)),
-            "cg_damping": float(cfg.get("cg_damping", 0.1)),
-            "line_search_steps": int(cfg.get("line_search_steps", 10)),
-        }
-        if self._opts["update"] not in PPO_UPDATES:
-            raise ValueError(f"learner_config_dict['update']: expected one of {list(PPO_UPDATES)}, "
-                             f"got {self._opts['update']!r}")
-        if self._opts["distill_schedule"] not in DISTILL_SCHEDULES:
-            raise ValueError(f"learner_config_dict['distill_schedule']: expected one of {list(DISTILL_SCHEDULES)}, "
-                             f"got {self._opts['distill_schedule']!r}")
+        if "ppo" not in cfg:
+            raise ValueError("learner_config_dict['ppo']: expected dataclasses.asdict(PPOSettings) (memsel.rl "
+                             "builds it)")
+        self.settings = PPOSettings(**cfg["ppo"])
+        self.settings.validate()
+        if self.settings.update != self.ppo_update:
+            raise ValueError(f"ppo.update {self.settings.update!r} needs {learner_class(self.settings.update).__name__}"
+                             f", not {type(self).__name__}")
+        self.teacher_return: float | None = cfg.get("teacher_return")
         self._teacher: Selector | None = None
         if cfg.get("teacher_path"):
             self._teacher = Selector.load(cfg["teacher_path"]).to(self._device).eval()
@@ -152,17 +174,26 @@ class DistillPPOTorchLearner(PPOTorchLearner):
 
     @override(TorchLearner)
     def apply_gradients(self, gradients_dict: Any) -> None:
-        # After an early stop even zero gradients would move the weights (Adam's momentum): skip.
+        # The target-KL stop: even zero gradients would move the weights (Adam's momentum), so skip the step.
         if self._stopped:
             return
-        # The natural update moves the selector itself; its parameters then have no gradient here.
+        # A parameter no loss reaches (the natural update's selector) has no gradient: Adam leaves it alone.
         super().apply_gradients({k: g for k, g in gradients_dict.items() if g is not None})
 
-    def _current_distill_coeff(self) -> float:
-        o = self._opts
-        return distill_weight(o["distill_schedule"], o["distill_coeff"], o["distill_final"],
-                              o["distill_decay_steps"], self._env_steps, self._student_return,
-                              o["teacher_return"])
+    def distill_coeff(self) -> float:
+        """The distillation weight now (its schedule at the current env step)."""
+        s = self.settings
+        return distill_weight(s.distill_schedule, s.distill_coeff, s.distill_final, s.distill_decay_steps,
+                              self._env_steps, self._student_return, self.teacher_return)
+
+    def surrogate(self, config: Any, adv: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """The per-sample surrogate objective the policy maximises: PPO's clipped one, dual-clipped when
+        ``dual_clip`` > 1 (for A < 0 the clipped objective is unbounded below as the ratio grows). (B,)"""
+        return self._dual_clip(clipped_surrogate(adv, ratio, config.clip_param), adv)
+
+    def _dual_clip(self, surrogate: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        c = self.settings.dual_clip
+        return torch.where(adv < 0, torch.max(surrogate, c * adv), surrogate) if c > 1 else surrogate
 
     def _track_student_return(self, batch: dict[str, Any]) -> None:
         episodes = batch[Columns.TERMINATEDS].float().sum() if Columns.TERMINATEDS in batch else None
@@ -172,134 +203,212 @@ class DistillPPOTorchLearner(PPOTorchLearner):
         prev = self._student_return
         self._student_return = ret if prev is None else 0.9 * prev + 0.1 * ret
 
-    def _policy_loss(self, module_id: str, config: Any, batch: dict[str, Any], logits: torch.Tensor,
-                     mean: Callable, loss_mask: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, Any]]:
-        """The loss terms that depend on the policy's ``logits``: surrogate (clipped unless the update is
-        'natural'), entropy bonus, KL penalty and distillation; with their stats."""
+    def _log_ratio(self, module_id: str, batch: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
+        """log(pi_new / pi_old) of the sampled actions. (B,)"""
+        dist = self.module[module_id].unwrapped().get_train_action_dist_cls().from_logits(logits)
+        return dist.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP]
+
+    def _ratio_stats(self, config: Any, log_ratio: torch.Tensor, mean: Mean) -> dict[str, Any]:
+        with torch.no_grad():
+            ratio = torch.exp(log_ratio)
+            return {"approx_kl": mean((ratio - 1) - log_ratio),  # CleanRL's low-variance estimator
+                    "clipfrac": mean(((ratio - 1.0).abs() > config.clip_param).float())}
+
+    def _distill_term(self, batch: dict[str, Any], logits: torch.Tensor, mean: Mean,
+                      stats: dict[str, Any]) -> torch.Tensor | float:
+        """distill_coeff * mean KL(teacher || student) (0 without a teacher); adds its stats to ``stats``."""
+        if self._teacher is None:
+            return 0.0
+        obs = batch[Columns.OBS]
+        with torch.no_grad():
+            teacher_logits = self._teacher(obs)
+        mean_distill = mean(distillation_kl(teacher_logits, logits, obs["mask"]))
+        coeff = self.distill_coeff()
+        stats.update({"distill_kl": mean_distill, "distill_coeff": coeff})
+        return coeff * mean_distill
+
+    def _finish(self, module_id: str, stats: dict[str, Any]) -> None:
+        """The target-KL stop and the logging every update shares."""
+        target = self.settings.target_kl
+        if target > 0 and not self._stopped and float(stats["approx_kl"]) > target:
+            # This minibatch already moved the policy too far: skip it and the rest of the update.
+            self._stopped = True
+        stats["update_stopped_early"] = float(self._stopped)
+        if self._student_return is not None:
+            stats["student_return_ema"] = self._student_return
+        self.metrics.log_dict(_floats(stats), key=module_id, window=1)
+
+    @override(PPOTorchLearner)
+    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
+                                fwd_out: dict[str, Any]) -> torch.Tensor:
+        mean = masked_mean(batch)
+        if self.settings.minibatch_advantage_norm:
+            batch = with_minibatch_advantages(batch)
+        total = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
+        logits = fwd_out[Columns.ACTION_DIST_INPUTS]
+        log_ratio = self._log_ratio(module_id, batch, logits)
+        stats = self._ratio_stats(config, log_ratio, mean)
+        if self.settings.dual_clip > 1:
+            adv, ratio = batch[Postprocessing.ADVANTAGES], torch.exp(log_ratio)
+            ours = self.surrogate(config, adv, ratio)
+            # RLlib's loss holds -mean(clipped surrogate): swap that term for ours.
+            total = total + mean(clipped_surrogate(adv, ratio, config.clip_param) - ours)
+            stats[POLICY_LOSS_KEY] = -mean(ours)
+        if self._teacher is not None:
+            self._track_student_return(batch)
+        total = total + self._distill_term(batch, logits, mean, stats)
+        self._finish(module_id, stats)
+        return total
+
+
+@dataclass
+class _NaturalInputs:
+    """What the natural step of one module needs from its loss: kept from the loss to the update step."""
+
+    config: Any
+    batch: dict[str, Any]
+    logits: torch.Tensor
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    mean: Mean
+
+
+class NaturalPPOTorchLearner(DistillPPOTorchLearner):
+    """The TRPO-style natural update (``ppo.update: natural``; module docstring). The loss is computed as
+    usual; ``apply_gradients`` moves the selector by one trust-region step and Adam the value head."""
+
+    ppo_update = "natural"
+
+    @override(DistillPPOTorchLearner)
+    def build(self) -> None:
+        super().build()
+        self._natural: dict[str, _NaturalInputs] = {}
+
+    @override(DistillPPOTorchLearner)
+    def surrogate(self, config: Any, adv: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        # TRPO's surrogate: the trust region bounds the step, not a clip.
+        return self._dual_clip(adv * ratio, adv)
+
+    def policy_loss(self, module_id: str, config: Any, batch: dict[str, Any], logits: torch.Tensor,
+                    mean: Mean) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The loss terms that depend on the policy's ``logits``: surrogate, entropy bonus, KL penalty and
+        distillation (what the natural step minimises and its line search re-evaluates); with their stats."""
         module = self.module[module_id].unwrapped()
-        o = self._opts
         curr = module.get_train_action_dist_cls().from_logits(logits)
         prev = module.get_exploration_action_dist_cls().from_logits(batch[Columns.ACTION_DIST_INPUTS])
-        log_ratio = curr.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP]
-        ratio = torch.exp(log_ratio)
-
-        adv = batch[Postprocessing.ADVANTAGES]
-        if o["minibatch_advantage_norm"]:
-            valid_adv = adv[loss_mask] if loss_mask is not None else adv
-            adv = (adv - valid_adv.mean()) / valid_adv.std().clamp(min=1e-4)
-        if o["update"] == "natural":  # TRPO's surrogate: the trust region bounds the step, not a clip
-            surrogate = adv * ratio
-        else:
-            surrogate = torch.min(adv * ratio, adv * torch.clamp(ratio, 1 - config.clip_param, 1 + config.clip_param))
-        if o["dual_clip"] > 1.0:
-            # For A < 0 the clipped objective is unbounded below as the ratio grows; bound it.
-            surrogate = torch.where(adv < 0, torch.max(surrogate, o["dual_clip"] * adv), surrogate)
-
-        mean_kl = mean(prev.kl(curr)) if config.use_kl_loss else torch.tensor(0.0, device=ratio.device)
+        log_ratio = self._log_ratio(module_id, batch, logits)
+        surrogate = self.surrogate(config, batch[Postprocessing.ADVANTAGES], torch.exp(log_ratio))
+        mean_kl = mean(prev.kl(curr)) if config.use_kl_loss else torch.zeros((), device=logits.device)
         entropy = curr.entropy()
         entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
         total = mean(-surrogate - entropy_coeff * entropy)
         if config.use_kl_loss:
             total = total + self.curr_kl_coeffs_per_module[module_id] * mean_kl
-        with torch.no_grad():
-            approx_kl = mean((ratio - 1) - log_ratio)  # CleanRL's low-variance estimator
-            clipfrac = mean(((ratio - 1.0).abs() > config.clip_param).float())
         stats = {POLICY_LOSS_KEY: -mean(surrogate), ENTROPY_KEY: mean(entropy), LEARNER_RESULTS_KL_KEY: mean_kl,
-                 "approx_kl": approx_kl, "clipfrac": clipfrac}
+                 **self._ratio_stats(config, log_ratio, mean)}
+        return total + self._distill_term(batch, logits, mean, stats), stats
 
+    def _value_loss(self, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any],
+                    mean: Mean) -> tuple[torch.Tensor, dict[str, Any]]:
+        """RLlib's clipped value loss (weighted by vf_loss_coeff) and its stats."""
+        module = self.module[module_id].unwrapped()
+        values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
+        targets = batch[Postprocessing.VALUE_TARGETS]
+        vf_loss = torch.pow(values - targets, 2.0)
+        vf_loss_clipped = torch.clamp(vf_loss, 0, config.vf_clip_param)
+        stats = {VF_LOSS_KEY: mean(vf_loss_clipped), LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: mean(vf_loss),
+                 LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(targets, values)}
+        return config.vf_loss_coeff * mean(vf_loss_clipped), stats
+
+    @override(DistillPPOTorchLearner)
+    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
+                                fwd_out: dict[str, Any]) -> torch.Tensor:
+        mean = masked_mean(batch)
+        if self.settings.minibatch_advantage_norm:
+            batch = with_minibatch_advantages(batch)
         if self._teacher is not None:
-            obs = batch[Columns.OBS]
-            with torch.no_grad():
-                teacher_logits = self._teacher(obs)
-            mean_distill = mean(distillation_kl(teacher_logits, logits, obs["mask"]))
-            coeff = self._current_distill_coeff()
-            total = total + coeff * mean_distill
-            stats.update({"distill_kl": mean_distill, "distill_coeff": coeff})
-        return total, stats
+            self._track_student_return(batch)
+        logits = fwd_out[Columns.ACTION_DIST_INPUTS]
+        policy_loss, stats = self.policy_loss(module_id, config, batch, logits, mean)
+        value_loss, value_stats = self._value_loss(module_id, config, batch, fwd_out, mean)
+        self._natural[module_id] = _NaturalInputs(config, batch, logits, policy_loss, value_loss, mean)
+        self._finish(module_id, {**stats, **value_stats})
+        return policy_loss + value_loss
 
-    def _natural_step(self, module_id: str, config: Any, batch: dict[str, Any], logits: torch.Tensor,
-                      loss: torch.Tensor, mean: Callable, loss_mask: torch.Tensor | None) -> dict[str, float]:
-        """One TRPO step of the selector's weights on ``loss`` (see the module docstring). In place."""
-        o = self._opts
+    @override(TorchLearner)
+    def compute_gradients(self, loss_per_module: dict[str, torch.Tensor], **kwargs) -> dict:
+        # Adam sees the value loss only (the value head reads detached features, so it is all that reaches
+        # the head); the policy loss's graph stays intact for the natural step in apply_gradients.
+        return super().compute_gradients({mid: self._natural[mid].value_loss for mid in loss_per_module}, **kwargs)
+
+    @override(DistillPPOTorchLearner)
+    def apply_gradients(self, gradients_dict: Any) -> None:
+        pending, self._natural = self._natural, {}
+        if not self._stopped:
+            for module_id, inputs in pending.items():
+                self.metrics.log_dict(self._natural_step(module_id, inputs), key=module_id, window=1)
+        super().apply_gradients(gradients_dict)
+
+    def _natural_step(self, module_id: str, inputs: _NaturalInputs) -> dict[str, float]:
+        """One TRPO step of the selector's weights on the policy loss (module docstring). In place."""
+        s = self.settings
         module = self.module[module_id].unwrapped()
         params = [p for p in module.selector.parameters() if p.requires_grad]
-        g = flat_grad(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True), params)
-        old_logits = logits.detach()
-        valid = batch[Columns.OBS]["mask"]
-        kl = mean(distillation_kl(old_logits, logits, valid))  # KL(before || after): 0 here; its Hessian is F
+        old_logits = inputs.logits.detach()
+        g = flat_grad(torch.autograd.grad(inputs.policy_loss, params, retain_graph=True, allow_unused=True), params)
+        # KL(before || after) is 0 here; its Hessian is the Fisher matrix F.
+        kl = inputs.mean(distillation_kl(old_logits, inputs.logits, inputs.batch[Columns.OBS]["mask"]))
         flat_kl_grad = flat_grad(torch.autograd.grad(kl, params, create_graph=True, allow_unused=True), params)
 
         def fisher_vector(v: torch.Tensor) -> torch.Tensor:
             hv = torch.autograd.grad(flat_kl_grad @ v, params, retain_graph=True, allow_unused=True)
-            return flat_grad(hv, params) + o["cg_damping"] * v
+            return flat_grad(hv, params) + s.cg_damping * v
 
-        direction = conjugate_gradient(fisher_vector, -g, o["cg_iters"])
+        direction = conjugate_gradient(fisher_vector, -g, s.cg_iters)
         curvature = float(direction @ fisher_vector(direction))
-        out = {"natural_accepted": 0.0, "natural_step_kl": 0.0, "natural_improvement": 0.0,
-               "natural_backtracks": float(o["line_search_steps"])}
         if not curvature > 0:
-            return out
-        step = direction * (2 * o["max_kl"] / curvature) ** 0.5
+            return {"natural_accepted": 0.0, "natural_step_kl": 0.0, "natural_improvement": 0.0,
+                    "natural_backtracks": float(s.line_search_steps)}
+        step = direction * (2 * s.max_kl / curvature) ** 0.5
+        return self._line_search(module_id, inputs, params, step)
+
+    def _line_search(self, module_id: str, inputs: _NaturalInputs, params: list[torch.Tensor],
+                     step: torch.Tensor) -> dict[str, float]:
+        """Halve ``step`` until the policy loss falls within the trust region; none found: weights unchanged."""
+        s = self.settings
+        module = self.module[module_id].unwrapped()
         start = [p.detach().clone() for p in params]
-        before = float(loss.detach())
+        before = float(inputs.policy_loss.detach())
+        old_logits = inputs.logits.detach()
         with torch.no_grad():
-            for tries in range(o["line_search_steps"]):
-                frac = 0.5 ** tries
-                offset = 0
-                for p, p0 in zip(params, start):
-                    n = p.numel()
-                    p.copy_(p0 + frac * step[offset:offset + n].view_as(p))
-                    offset += n
-                new_logits = module.forward_train(batch)[Columns.ACTION_DIST_INPUTS]
-                new_loss, _ = self._policy_loss(module_id, config, batch, new_logits, mean, loss_mask)
-                step_kl = float(mean(distillation_kl(old_logits, new_logits, valid)))
-                if float(new_loss) < before and step_kl <= o["max_kl"]:
+            for tries in range(s.line_search_steps):
+                _set_flat(params, start, step, 0.5 ** tries)
+                new_logits = module.forward_train(inputs.batch)[Columns.ACTION_DIST_INPUTS]
+                new_loss, _ = self.policy_loss(module_id, inputs.config, inputs.batch, new_logits, inputs.mean)
+                step_kl = float(inputs.mean(distillation_kl(old_logits, new_logits, inputs.batch[Columns.OBS]["mask"])))
+                if float(new_loss) < before and step_kl <= s.max_kl:
                     return {"natural_accepted": 1.0, "natural_step_kl": step_kl,
                             "natural_improvement": before - float(new_loss), "natural_backtracks": float(tries)}
             for p, p0 in zip(params, start):  # nothing found: keep the weights as they were
                 p.copy_(p0)
-        return out
+        return {"natural_accepted": 0.0, "natural_step_kl": 0.0, "natural_improvement": 0.0,
+                "natural_backtracks": float(s.line_search_steps)}
 
-    @override(PPOTorchLearner)
-    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
-                                fwd_out: dict[str, Any]) -> torch.Tensor:
-        module = self.module[module_id].unwrapped()
-        o = self._opts
-        if Columns.LOSS_MASK in batch:
-            loss_mask = batch[Columns.LOSS_MASK]
-            num_valid = loss_mask.sum().clamp(min=1)
 
-            def mean(x: torch.Tensor) -> torch.Tensor:
-                return x[loss_mask].sum() / num_valid
-        else:
-            loss_mask = None
-            mean = torch.mean
+def _set_flat(params: list[torch.Tensor], start: list[torch.Tensor], step: torch.Tensor, frac: float) -> None:
+    """params <- start + frac * step (``step`` flat, in ``params``' order). In place, without autograd."""
+    offset = 0
+    for p, p0 in zip(params, start):
+        n = p.numel()
+        p.copy_(p0 + frac * step[offset:offset + n].view_as(p))
+        offset += n
 
-        if self._teacher is not None:
-            self._track_student_return(batch)
-        logits = fwd_out[Columns.ACTION_DIST_INPUTS]
-        policy_loss, stats = self._policy_loss(module_id, config, batch, logits, mean, loss_mask)
 
-        values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
-        vf_loss = torch.pow(values - batch[Postprocessing.VALUE_TARGETS], 2.0)
-        vf_loss_clipped = torch.clamp(vf_loss, 0, config.vf_clip_param)
-        value_loss = config.vf_loss_coeff * mean(vf_loss_clipped)
-        stats.update({VF_LOSS_KEY: mean(vf_loss_clipped), LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: mean(vf_loss),
-                      LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(batch[Postprocessing.VALUE_TARGETS],
-                                                                               values)})
-        if self._student_return is not None:
-            stats["student_return_ema"] = self._student_return
+LEARNERS: dict[str, type[DistillPPOTorchLearner]] = {"clip": DistillPPOTorchLearner, "natural": NaturalPPOTorchLearner}
 
-        if o["target_kl"] > 0 and not self._stopped and float(stats["approx_kl"]) > o["target_kl"]:
-            # This minibatch already moved the policy too far: skip it and the rest of the update.
-            self._stopped = True
-        stats["update_stopped_early"] = float(self._stopped)
-        if o["update"] == "natural":
-            if not self._stopped:
-                stats.update(self._natural_step(module_id, config, batch, logits, policy_loss, mean, loss_mask))
-            total = value_loss  # the selector has moved already; Adam trains the value head
-        else:
-            total = policy_loss + value_loss
-        self.metrics.log_dict({k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in stats.items()},
-                              key=module_id, window=1)
-        return total
+
+def learner_class(update: str) -> type[DistillPPOTorchLearner]:
+    """The learner class for ``ppo.update``."""
+    if update not in LEARNERS:
+        raise ValueError(f"ppo.update: expected one of {list(PPO_UPDATES)}, got {update!r}")
+    return LEARNERS[update]

@@ -205,9 +205,10 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
 
 
 def _lookup(trial_config: dict, ppo_field: str) -> Any:
-    """Where a ppo field sits in the RLlib config dict of a trial."""
-    learner_cfg = trial_config.get("learner_config_dict", {})
-    if ppo_field in learner_cfg:
-        return learner_cfg[ppo_field]
-    key = {"train_batch_size": "train_batch_size_per_learner", "lambda_": "lambda"}.get(ppo_field, ppo_field)
-    return trial_config.get(key, trial_config.get(ppo_field))
+    """Where a ppo field sits in the RLlib config dict of a trial: RLlib's own key for the settings RLlib
+    reads (the value it trained with), else the learner's copy of the ppo settings."""
+    key = {"train_batch_size": "train_batch_size_per_learner", "lambda_": "lambda",
+           "vf_clip": "vf_clip_param"}.get(ppo_field, ppo_field)
+    if key in trial_config:
+        return trial_config[key]
+    return trial_config.get("learner_config_dict", {}).get("ppo", {}).get(ppo_field)
