@@ -452,13 +452,13 @@ def test_self_attention_modes_against_references():
 @pytest.mark.parametrize("sets, field, allowed", [
     (["selector.kind=lstm"], "selector.kind", "['ff', 'conv1d', 'se', 'mha']"),
     (["selector.encoder=gru"], "selector.encoder", "['bow', 'pe', 'learned']"),
-    (["selector.self_attention=sparse"], "selector.self_attention", "['full', 'chunked', 'linear']"),
+    (["selector.kind=mha", "selector.self_attention=sparse"], "selector.self_attention", "['full', 'chunked', 'linear']"),
     (["selector.kind=mha", "selector.num_heads=5"], "selector.num_heads", "a divisor of selector.embed_dim"),
-    (["selector.conv_kernel=4"], "selector.conv_kernel", "an odd integer"),
+    (["selector.kind=conv1d", "selector.conv_kernel=4"], "selector.conv_kernel", "an odd integer"),
     (["selector.hops=0"], "selector.hops", ">= 1"),
     (["selector.dropout=1.0"], "selector.dropout", "[0, 1)"),
     (["selector.num_residual_blocks=0"], "selector.num_residual_blocks", ">= 1"),
-    (["selector.attention_chunk=0"], "selector.attention_chunk", ">= 1"),
+    (["selector.kind=mha", "selector.attention_chunk=0"], "selector.attention_chunk", ">= 1"),
     (["selector.attention=sparsemax"], "selector.attention", "['softmax', 'stick_breaking']"),
 ])
 def test_selector_config_refuses_bad_values_naming_field_and_allowed_values(sets, field, allowed):

@@ -18,22 +18,29 @@ from typing import Any
 
 import yaml
 
+import memsel.data.babi  # noqa: F401  (registers the datasets 'babi' ...)
+import memsel.data.generate  # noqa: F401  (... and 'generated')
+from memsel.data.budget import check_budget
+from memsel.data.sample import DATASETS
+from memsel.env import READERS, REWARD_MODES, REWARD_TIMINGS
 from memsel.layout import RunLayout
+from memsel.registry import ConfigError, UnknownNameError
+from memsel.registry import check as _check
+from memsel.selector_configs import FAMILIES, SelectorConfig
+from memsel.tune_configs import SCHEDULERS, SEARCH_ALGS
 
-
-class ConfigError(ValueError):
-    """A configuration value or file that memsel refuses, with the field and what was expected."""
-
-
-def _check(cond: bool, name: str, expected: str, value: Any) -> None:
-    if not cond:
-        raise ConfigError(f"field '{name}': expected {expected}, got {value!r}")
+__all__ = ["Config", "ConfigError", "DataConfig", "EnvConfig", "FAMILIES", "PPOSettings", "PretrainConfig",
+           "SelectorConfig", "TuneSettings", "from_dict", "load_config", "parse_set"]
 
 
 @dataclass
 class DataConfig:
-    """Where the samples come from and how they are padded."""
+    """Where the samples come from (a registered dataset, memsel.data.sample.DATASETS) and how they are padded."""
 
+    dataset: str | None = None
+    """A dataset of memsel.data.sample.DATASETS; None = 'babi' (files) when ``path`` is set, else 'generated'."""
+    dataset_options: dict = field(default_factory=dict)
+    """Settings of a registered dataset's config beyond the data.* keys here (babi's and generated's are those)."""
     path: str | None = None
     """A bAbI ``*_train.txt`` file (its ``*_test.txt`` sibling is found) or a folder; None generates ``task``."""
     task: int = 1
@@ -61,32 +68,27 @@ class DataConfig:
     max_sentence_len: int = 0
     """Tokens per sentence; 0 = the longest sentence in the data."""
 
+    @property
+    def dataset_name(self) -> str:
+        """The dataset in use: ``dataset``, or by default 'babi' when ``path`` is set, else 'generated'."""
+        return self.dataset or ("babi" if self.path else "generated")
+
     def validate(self, p: str = "data") -> None:
         _check(1 <= self.task <= 20, f"{p}.task", "an integer in 1..20", self.task)
-        for name in ("train_stories", "test_stories", "questions_per_story", "statements_per_question"):
-            _check(getattr(self, name) >= 1, f"{p}.{name}", "an integer >= 1", getattr(self, name))
-        _check(self.num_actors >= 1, f"{p}.num_actors", "an integer >= 1", self.num_actors)
-        _check(self.num_places >= 2, f"{p}.num_places", "an integer >= 2", self.num_places)
-        _check(self.num_objects >= 1, f"{p}.num_objects", "an integer >= 1", self.num_objects)
-        _check(0.0 <= self.distractor_density < 1.0, f"{p}.distractor_density", "a number in [0, 1)",
-               self.distractor_density)
-        if self.path is None:
-            _check(self.task in GENERATED_TASKS, f"{p}.task",
-                   f"one of {list(GENERATED_TASKS)} when {p}.path is empty (the generated tasks)", self.task)
+        DATASETS.check_choice(self.dataset_name, self, self.dataset_options, p, "dataset", "dataset_options",
+                              others=False)
         _check(0.0 <= self.val_fraction < 1.0, f"{p}.val_fraction", "a number in [0, 1)", self.val_fraction)
         _check(self.max_memories >= 0, f"{p}.max_memories", "an integer >= 0 (0 = automatic)", self.max_memories)
         _check(self.max_sentence_len >= 0, f"{p}.max_sentence_len", "an integer >= 0 (0 = automatic)",
                self.max_sentence_len)
 
 
-GENERATED_TASKS = (1, 2, 3)
-BUDGET_STRATEGIES = ("all", "truncate", "sample")
-SAMPLE_WEIGHTINGS = ("uniform", "recency")
-REWARD_MODES = ("supporting", "answer")
-REWARD_TIMINGS = ("per_hop", "final")
-READERS = ("contains", "learned")
 PRETRAIN_TARGETS = ("recency", "supporting", "mixed")
-PPO_VARIANTS = ("scratch", "no_distill")
+PPO_VARIANTS: dict[str, dict[str, Any]] = {
+    "scratch": {"use_pretrained": False},
+    "no_distill": {"distill_coeff": 0.0, "distill_schedule": "constant"},
+}
+"""ppo.compare: each comparison run's name and the ppo fields it changes (with compare emptied)."""
 PPO_UPDATES = ("clip", "natural")
 
 
@@ -97,11 +99,14 @@ class EnvConfig:
     memory_budget: int = 0
     """K, memory slots a question may see; 0 = no budget (only with budget_strategy 'all')."""
     budget_strategy: str = "all"
-    """all: every memory, padded to data.max_memories; truncate: the K most recent; sample: K drawn per episode."""
+    """A strategy of memsel.data.budget.STRATEGIES: all: every memory, padded to data.max_memories;
+    truncate: the K most recent; sample: K drawn per episode."""
     sample_weighting: str = "uniform"
     """budget_strategy 'sample': draw memories uniformly or by recency weight exp(-sample_decay * age)."""
     sample_decay: float = 0.1
     """budget_strategy 'sample' with 'recency' weighting: the rate of exp(-sample_decay * age)."""
+    budget_options: dict = field(default_factory=dict)
+    """Settings of a registered budget strategy (memsel.data.budget.STRATEGIES) beyond sample's keys above."""
     reward_mode: str = "supporting"
     """supporting: reward chosen memories that are needed supporting facts; answer: a reader answers from them."""
     reader: str = "contains"
@@ -113,110 +118,13 @@ class EnvConfig:
     """per_hop: reward each selection by what it adds; final: the whole reward after the last selection."""
 
     def validate(self, p: str = "env") -> None:
-        _check(self.budget_strategy in BUDGET_STRATEGIES, f"{p}.budget_strategy", f"one of {list(BUDGET_STRATEGIES)}",
-               self.budget_strategy)
-        if self.budget_strategy == "all":
-            # A K that 'all' would silently ignore is refused: the user meant a budget.
-            _check(self.memory_budget == 0, f"{p}.memory_budget",
-                   "0 with budget_strategy 'all' (no budget); for a budget K >= 1 set budget_strategy to "
-                   "'truncate' or 'sample'", self.memory_budget)
-        else:
-            _check(self.memory_budget >= 1, f"{p}.memory_budget",
-                   f"an integer >= 1 with budget_strategy '{self.budget_strategy}' (0 = no budget only with 'all')",
-                   self.memory_budget)
-        _check(self.sample_weighting in SAMPLE_WEIGHTINGS, f"{p}.sample_weighting", f"one of {list(SAMPLE_WEIGHTINGS)}",
-               self.sample_weighting)
-        _check(self.sample_decay >= 0, f"{p}.sample_decay", "a number >= 0", self.sample_decay)
+        check_budget(self.memory_budget, self.budget_strategy, self, self.budget_options, p)
         _check(self.reward_mode in REWARD_MODES, f"{p}.reward_mode", f"one of {list(REWARD_MODES)}", self.reward_mode)
         _check(self.reader in READERS or (":" in self.reader and all(self.reader.split(":", 1))), f"{p}.reader",
-               f"one of {list(READERS)} or 'package.module:factory'", self.reader)
+               f"{READERS.expected()} or 'package.module:factory'", self.reader)
         _check(self.hops >= 0, f"{p}.hops", "an integer >= 0 (0 = as many as the supporting facts)", self.hops)
         _check(self.reward_timing in REWARD_TIMINGS, f"{p}.reward_timing", f"one of {list(REWARD_TIMINGS)}",
                self.reward_timing)
-
-
-SELECTOR_KINDS = ("ff", "conv1d", "se", "mha")
-SENTENCE_ENCODERS = ("bow", "pe", "learned")
-SELF_ATTENTION_MODES = ("full", "chunked", "linear")
-ATTENTION_KINDS = ("softmax", "stick_breaking")
-
-
-@dataclass
-class SelectorConfig:
-    """The selector network (see memsel.network and memsel.families)."""
-
-    kind: str = "ff"
-    """Family: ``ff`` additive attention, ``conv1d`` convolution over the list, ``se`` squeeze-and-excitation, ``mha`` multi-head cross-attention."""
-    embed_dim: int = 32
-    """Word, sentence and memory embedding size d."""
-    hidden_dim: int = 64
-    """Hidden units of the additive scoring layer and of every feed-forward sublayer."""
-    encoder: str = "pe"
-    """Sentence encoder: ``bow`` bag of words, ``pe`` MemN2N position encoding, ``learned`` learned position weights."""
-    recency: bool = True
-    """Give every memory a learned embedding of its age (0 = most recent) that the family scores with."""
-    relative_age: bool = True
-    """Multi-hop: give every memory learned features of its age relative to the oldest memory chosen at
-    an earlier hop (before or after it, how far), e.g. "the last move before the fact I found"."""
-    residual: bool = False
-    """Refine memory and query embeddings with pre-norm residual feed-forward blocks before scoring."""
-    num_residual_blocks: int = 1
-    """How many residual blocks when ``residual`` is on."""
-    attention: str = "softmax"
-    """How a hop's scores become the selection distribution: ``softmax``, or ``stick_breaking``: memories
-    in recency order, each takes a share sigmoid(score) of what the more recent ones left, so the most
-    recent good match wins at any distance ("the last move before the fact I found")."""
-    hops: int = 1
-    """Attention hops (End-To-End Memory Networks): each hop adds what it read to the query for the next."""
-    num_heads: int = 4
-    """``mha``: attention heads (embed_dim must be a multiple of it)."""
-    self_attention_layers: int = 0
-    """``mha``: pre-norm self-attention layers among the memories before the cross-attention."""
-    self_attention: str = "full"
-    """``mha`` self-attention cost: ``full`` O(N^2), ``chunked`` O(N * attention_chunk), ``linear`` O(N * d^2)."""
-    attention_chunk: int = 256
-    """``chunked`` self-attention: memories attend only within consecutive blocks of this many slots."""
-    conv_kernel: int = 3
-    """``conv1d``: kernel width over neighbouring memory slots (odd)."""
-    se_reduction: int = 4
-    """``se``: the excitation bottleneck has embed_dim / se_reduction units (at least 1)."""
-    dropout: float = 0.0
-    """Dropout in residual blocks and self-attention layers (training only)."""
-
-    def validate(self, p: str = "selector") -> None:
-        _check(self.kind in SELECTOR_KINDS, f"{p}.kind", f"one of {list(SELECTOR_KINDS)}", self.kind)
-        _check(self.embed_dim >= 1, f"{p}.embed_dim", "an integer >= 1", self.embed_dim)
-        _check(self.hidden_dim >= 1, f"{p}.hidden_dim", "an integer >= 1", self.hidden_dim)
-        _check(self.encoder in SENTENCE_ENCODERS, f"{p}.encoder", f"one of {list(SENTENCE_ENCODERS)}",
-               self.encoder)
-        _check(self.num_residual_blocks >= 1, f"{p}.num_residual_blocks", "an integer >= 1",
-               self.num_residual_blocks)
-        _check(self.attention in ATTENTION_KINDS, f"{p}.attention", f"one of {list(ATTENTION_KINDS)}",
-               self.attention)
-        _check(self.hops >= 1, f"{p}.hops", "an integer >= 1", self.hops)
-        _check(self.num_heads >= 1, f"{p}.num_heads", "an integer >= 1", self.num_heads)
-        if self.kind == "mha":
-            _check(self.embed_dim % self.num_heads == 0, f"{p}.num_heads",
-                   f"a divisor of selector.embed_dim ({self.embed_dim})", self.num_heads)
-        _check(self.self_attention_layers >= 0, f"{p}.self_attention_layers", "an integer >= 0",
-               self.self_attention_layers)
-        _check(self.self_attention in SELF_ATTENTION_MODES, f"{p}.self_attention",
-               f"one of {list(SELF_ATTENTION_MODES)}", self.self_attention)
-        _check(self.attention_chunk >= 1, f"{p}.attention_chunk", "an integer >= 1", self.attention_chunk)
-        _check(self.conv_kernel >= 1 and self.conv_kernel % 2 == 1, f"{p}.conv_kernel", "an odd integer >= 1",
-               self.conv_kernel)
-        _check(self.se_reduction >= 1, f"{p}.se_reduction", "an integer >= 1", self.se_reduction)
-        _check(0.0 <= self.dropout < 1.0, f"{p}.dropout", "a number in [0, 1)", self.dropout)
-
-    @classmethod
-    def from_saved(cls, fields: dict) -> "SelectorConfig":
-        """Rebuild from a selector file's ``selector_config``, upgrading fields that older files spell otherwise."""
-        fields = dict(fields)
-        if "position_encoding" in fields:  # memsel.selector/1 files before the encoder choice
-            legacy = fields.pop("position_encoding")
-            fields.setdefault("encoder", "pe" if legacy else "bow")
-        fields.setdefault("relative_age", False)  # files from before the relative-age feature lack its weights
-        return cls(**fields)
 
 
 @dataclass
@@ -394,16 +302,39 @@ DISTILL_SCHEDULES = ("constant", "linear", "adaptive")
 SEARCH_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
 
 
+def _spelled_numbers(space: Any) -> Any:
+    """``tune.search_space`` with argument lists such as ``["1e-5", "1e-3"]`` (YAML 1.1 strings) as numbers;
+    applied while overrides are read, so that ``validate`` only checks."""
+    if not isinstance(space, dict):
+        return space
+    out = {}
+    for key, spec in space.items():
+        if isinstance(spec, dict) and len(spec) == 1 and isinstance(next(iter(spec.values())), list):
+            kind, args = next(iter(spec.items()))
+            numbers = [_as_number(a) for a in args]
+            spec = {kind: numbers if args and all(n is not None for n in numbers) else args}
+        out[key] = spec
+    return out
+
+
 @dataclass
 class TuneSettings:
-    """A Ray Tune sweep over the PPO settings, with ASHA early stopping."""
+    """A Ray Tune sweep over the PPO settings: a registered search algorithm and trial scheduler (memsel.tune_configs)."""
 
     num_samples: int = 4
     """Trials drawn from the search space (each grid point counts once per sample); 0: the pipeline skips the sweep."""
     max_concurrent_trials: int = 2
     """Trials running at once (each needs 1 CPU with ppo.num_env_runners = 0)."""
     iterations: int = 0
-    """Max iterations per trial (ASHA's max_t); 0 = ppo.iterations."""
+    """Max iterations per trial (the scheduler's max_t); 0 = ppo.iterations."""
+    scheduler: str = "asha"
+    """Trial scheduler, a name in memsel.tune_configs.SCHEDULERS: asha (early stopping), none (FIFO)."""
+    scheduler_options: dict = field(default_factory=dict)
+    """Settings of the scheduler's config beyond the keys below (asha's are grace_period, reduction_factor)."""
+    search_alg: str = "random"
+    """Search algorithm, a name in memsel.tune_configs.SEARCH_ALGS: random (Tune's BasicVariantGenerator)."""
+    search_options: dict = field(default_factory=dict)
+    """Settings of the search algorithm's config."""
     grace_period: int = 2
     """ASHA: iterations every trial gets before it can be stopped."""
     reduction_factor: int = 2
@@ -413,7 +344,7 @@ class TuneSettings:
     search_space: dict = field(default_factory=lambda: {
         "lr": {"loguniform": [1e-5, 1e-3]},
         "distill_coeff": {"choice": [0.0, 0.1, 0.5, 1.0]},
-    })
+    }, metadata={"convert": _spelled_numbers})
     """ppo field -> {kind: args}, kind one of choice, grid, uniform, loguniform, randint."""
 
     def validate(self, p: str = "tune") -> None:
@@ -422,8 +353,8 @@ class TuneSettings:
         _check(self.max_concurrent_trials >= 1, f"{p}.max_concurrent_trials", "an integer >= 1",
                self.max_concurrent_trials)
         _check(self.iterations >= 0, f"{p}.iterations", "an integer >= 0 (0 = ppo.iterations)", self.iterations)
-        _check(self.grace_period >= 1, f"{p}.grace_period", "an integer >= 1", self.grace_period)
-        _check(self.reduction_factor >= 2, f"{p}.reduction_factor", "an integer >= 2", self.reduction_factor)
+        SCHEDULERS.check_choice(self.scheduler, self, self.scheduler_options, p, "scheduler", "scheduler_options")
+        SEARCH_ALGS.check_choice(self.search_alg, self, self.search_options, p, "search_alg", "search_options")
         # Fields that shape the run rather than the learning are not searchable.
         ppo_fields = {f.name for f in dataclasses.fields(PPOSettings)} - {
             "iterations", "use_pretrained", "num_env_runners", "num_envs_per_env_runner", "checkpoint_every"}
@@ -435,15 +366,13 @@ class TuneSettings:
             _check(isinstance(args, list) and len(args) >= 1, f"{p}.search_space.{key}.{kind}",
                    "a non-empty list", args)
             numbers = [_as_number(a) for a in args]
-            if all(n is not None for n in numbers):
-                spec[kind] = args = numbers  # "1e-4" from YAML becomes the number it spells
             if kind in ("uniform", "loguniform", "randint"):
                 _check(all(n is not None for n in numbers), f"{p}.search_space.{key}.{kind}",
                        "[low, high] as numbers", args)
-                _check(len(args) == 2 and args[0] < args[1], f"{p}.search_space.{key}.{kind}",
+                _check(len(args) == 2 and numbers[0] < numbers[1], f"{p}.search_space.{key}.{kind}",
                        "[low, high] with low < high", args)
             if kind == "loguniform":
-                _check(args[0] > 0, f"{p}.search_space.{key}.{kind}", "a low bound > 0", args)
+                _check(numbers[0] > 0, f"{p}.search_space.{key}.{kind}", "a low bound > 0", args)
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -508,17 +437,17 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def flat(self) -> dict[str, Any]:
-        """Dotted keys -> values, for logging as MLflow params."""
+        """Dotted keys -> values, for logging as MLflow params (mapping settings as JSON, not expanded)."""
         out: dict[str, Any] = {}
 
-        def walk(prefix: str, d: dict) -> None:
-            for k, v in d.items():
-                key = f"{prefix}{k}"
-                if isinstance(v, dict) and k != "search_space":
-                    walk(key + ".", v)
+        def walk(prefix: str, obj: Any) -> None:
+            for f in dataclasses.fields(obj):
+                v = getattr(obj, f.name)
+                if dataclasses.is_dataclass(v):
+                    walk(f"{prefix}{f.name}.", v)
                 else:
-                    out[key] = json.dumps(v) if isinstance(v, (dict, list)) else v
-        walk("", self.to_dict())
+                    out[f"{prefix}{f.name}"] = json.dumps(v) if isinstance(v, (dict, list)) else v
+        walk("", self)
         return out
 
 
@@ -583,19 +512,27 @@ def _apply(obj: Any, overrides: dict, source: str, prefix: str = "") -> None:
     if not isinstance(overrides, dict):
         raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {overrides!r}")
     hints = typing.get_type_hints(type(obj))
-    names = [f.name for f in dataclasses.fields(obj)]
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    names = list(fields)
     for key, value in overrides.items():
         path = f"{prefix}{key}"
         if key not in names:
-            raise ConfigError(f"{source}: unknown field '{path}'; known fields here: {', '.join(names)}")
+            kind = f" with {prefix}kind '{obj.kind}'" if isinstance(getattr(obj, "kind", None), str) else ""
+            raise ConfigError(f"{source}: unknown field '{path}'{kind}; known fields here: {', '.join(names)}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
+            if hasattr(current, "retyped") and isinstance(value, dict):
+                try:  # a section whose kind chooses its config class (selector.kind)
+                    current = current.retyped(value)
+                except UnknownNameError as e:
+                    raise ConfigError(f"{source}: {e}") from None
+                setattr(obj, key, current)
             _apply(current, value, source, path + ".")
             continue
         ok, converted = _type_ok(value, hints[key])
         if not ok:
             raise ConfigError(f"{source}: field '{path}': expected {_type_name(hints[key])}, got {value!r}")
-        setattr(obj, key, converted)
+        setattr(obj, key, fields[key].metadata.get("convert", lambda v: v)(converted))
 
 
 def parse_set(item: str) -> dict:

@@ -28,19 +28,22 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Collection
-from dataclasses import asdict
-from typing import Any, Callable, Protocol, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, Sequence
 
 import gymnasium as gym
 import numpy as np
 
 from memsel.data.budget import Budget, apply_budget, select_slots
 from memsel.data.encode import EncodedSamples, question_hops
+from memsel.registry import Registry
 
 log = logging.getLogger(__name__)
 
 REWARD_MODES = ("supporting", "answer")
+"""env.reward_mode: what an episode's score counts (memsel.config checks against this)."""
 REWARD_TIMINGS = ("per_hop", "final")
+"""env.reward_timing: when the score is paid."""
 OBS_KEYS = ("memories", "mask", "query", "ages", "selected")
 
 
@@ -60,6 +63,11 @@ class Reader(Protocol):
     def __call__(self, memories: np.ndarray, chosen: Sequence[int], query: np.ndarray) -> int | Collection[int]: ...
 
 
+READERS = Registry("answer reader")
+"""env.reader -> a reader class (or factory) and its config dataclass (the env's ``reader_config``)."""
+
+
+@READERS.register("contains")
 class ContainsReader:
     """The default reader: needs no training and no words, only token ids.
 
@@ -72,31 +80,40 @@ class ContainsReader:
         return frozenset(int(t) for t in np.unique(tokens) if t > 0)
 
 
-def _learned_reader(path: str | None = None) -> Reader:
-    """A trained :class:`memsel.reader.AnswerReader` file (pretraining with ``pretrain.answer_weight > 0``)."""
-    if not path:
-        raise ValueError("env_config['reader'] 'learned' needs reader_config {'path': <run>/pretrain/reader.pt}")
-    from memsel.reader import LearnedReader
+@dataclass
+class LearnedReaderConfig:
+    """``learned``: a trained :class:`memsel.reader.AnswerReader` file (pretraining with ``pretrain.answer_weight > 0``)."""
 
-    return LearnedReader(path)
+    path: str = ""
+    """The reader file, <run>/pretrain/reader.pt."""
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ValueError("env_config['reader'] 'learned' needs reader_config {'path': <run>/pretrain/reader.pt}")
 
 
-READERS: dict[str, Callable[..., Reader]] = {"contains": ContainsReader, "learned": _learned_reader}
+# The learned reader needs torch: registered by reference so that configs check its name without it.
+READERS.register_config("learned", "memsel.reader:LearnedReader")(LearnedReaderConfig)
 
 
 def make_reader(spec: Any, reader_config: dict | None = None) -> Reader:
-    """A reader from env_config: a name in READERS, 'package.module:factory', or a callable reader."""
+    """A reader from env_config: a name in :data:`READERS`, 'package.module:factory', or a callable reader."""
     if spec is None:
         spec = "contains"
     if callable(spec):
         return spec
     if not isinstance(spec, str):
-        raise ValueError(f"env_config['reader']: expected one of {list(READERS)}, 'package.module:factory' or a "
+        raise ValueError(f"env_config['reader']: expected {READERS.expected()}, 'package.module:factory' or a "
                          f"callable, got {spec!r}")
     if spec in READERS:
-        return READERS[spec](**(reader_config or {}))
+        config_cls = READERS.config_cls(spec)
+        if config_cls is None:
+            return READERS.get(spec)(**(reader_config or {}))
+        config = config_cls(**(reader_config or {}))
+        config.validate()
+        return READERS.get(spec)(**asdict(config))
     if ":" not in spec:
-        raise ValueError(f"env_config['reader']: expected one of {list(READERS)} or 'package.module:factory', "
+        raise ValueError(f"env_config['reader']: expected {READERS.expected()} or 'package.module:factory', "
                          f"got {spec!r}")
     module, _, attr = spec.partition(":")
     try:
@@ -148,7 +165,8 @@ class MemorySelectionEnv(gym.Env):
             raise ValueError("MemorySelectionEnv: the data split has no samples")
         try:
             self.budget = Budget(int(cfg.get("memory_budget", 0)), cfg.get("budget_strategy", "all"),
-                                 cfg.get("sample_weighting", "uniform"), float(cfg.get("sample_decay", 0.1)))
+                                 cfg.get("sample_weighting", "uniform"), float(cfg.get("sample_decay", 0.1)),
+                                 dict(cfg.get("budget_options") or {}))
         except ValueError as e:
             raise ValueError(f"env_config: {e}") from None
         self.reward_mode = _choice(cfg, "reward_mode", REWARD_MODES, "supporting")
@@ -162,8 +180,8 @@ class MemorySelectionEnv(gym.Env):
         self.data = data
         _, n, length = data.memories.shape
         self.n_slots = k = self.budget.slots(n)
-        # 'all' and 'truncate' choose the same slots every time: choose them once.
-        self._view = None if self.budget.strategy == "sample" else apply_budget(data, self.budget)
+        # Strategies that choose the same slots every time ('all', 'truncate') choose them once.
+        self._view = apply_budget(data, self.budget) if self.budget.rule.fixed else None
         vocab_high = max(int(data.memories.max()), int(data.query.max()), int(cfg.get("vocab_size", 1)) - 1, 1)
         self.observation_space = gym.spaces.Dict({
             "memories": gym.spaces.Box(0, vocab_high, shape=(k, length), dtype=np.int64),

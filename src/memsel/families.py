@@ -1,5 +1,9 @@
 """The four selector families behind ``selector.kind``. Pure PyTorch.
 
+Each family's config dataclass (its own settings, e.g. ``MHAConfig.num_heads``) registers it by
+name in memsel.selector_configs, which stays free of torch so that configs load without it; a
+family in a module of its own registers network and config together (``@FAMILIES.register``).
+
 A family turns memory embeddings (B, N, d), a query (B, d), the memories' ages and the slot mask
 into one unmasked score per memory (B, N). It has two parts:
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from memsel.config import SelectorConfig
+from memsel.selector_configs import Conv1dConfig, MHAConfig, SEConfig, SelectorConfig
 from memsel.layers import (Ages, AdditiveScore, CrossAttentionMixture, MaskedConv1d, SelfAttentionLayer,
                            SqueezeExcite, stick_breaking)
 
@@ -64,7 +68,7 @@ class FeedForwardSelector(SelectorFamily):
 class ConvSelector(FeedForwardSelector):
     """``conv1d``: memories first see their neighbours in the list, x + GELU(conv(x)), then ``ff``'s scores."""
 
-    def __init__(self, cfg: SelectorConfig):
+    def __init__(self, cfg: Conv1dConfig):
         super().__init__(cfg)
         self.conv = MaskedConv1d(cfg.embed_dim, cfg.conv_kernel)
 
@@ -82,7 +86,7 @@ class SqueezeExciteSelector(FeedForwardSelector):
     so recalibration costs one pass over the list (the mean), not a second copy of it.
     """
 
-    def __init__(self, cfg: SelectorConfig):
+    def __init__(self, cfg: SEConfig):
         super().__init__(cfg)
         self.excite = nn.ModuleList(SqueezeExcite(cfg.embed_dim, cfg.se_reduction) for _ in range(cfg.hops))
 
@@ -99,7 +103,7 @@ class MultiHeadSelector(SelectorFamily):
     Ages enter the self-attention input as embeddings and every cross-attention head as a bias.
     """
 
-    def __init__(self, cfg: SelectorConfig):
+    def __init__(self, cfg: MHAConfig):
         super().__init__()
         self.mode = cfg.self_attention
         self.layers = nn.ModuleList(
@@ -124,11 +128,3 @@ class MultiHeadSelector(SelectorFamily):
 
     def score(self, hop, x, u, ages, mask, order=None):
         return self.heads[hop](x, u, ages, mask, order)
-
-
-FAMILIES: dict[str, type[SelectorFamily]] = {
-    "ff": FeedForwardSelector,
-    "conv1d": ConvSelector,
-    "se": SqueezeExciteSelector,
-    "mha": MultiHeadSelector,
-}

@@ -33,9 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from memsel.config import SelectorConfig
+from memsel.config import FAMILIES, SelectorConfig
 from memsel.data.encode import DataSpec
-from memsel.families import FAMILIES
 from memsel.files import load_torch_file, save_torch_atomic
 from memsel.layers import Ages, recency_order, residual_stack
 
@@ -115,7 +114,7 @@ class Selector(nn.Module):
                        if config.residual else None)
         # Age embedding: the network can learn any recency profile, e.g. "most recent matching".
         self.age_embed = nn.Embedding(spec.max_memories, d) if config.recency else None
-        self.family = FAMILIES[config.kind](config)
+        self.family = FAMILIES.get(config.kind)(config)
         # Age relative to the oldest memory chosen at an earlier hop, as smooth features (older / newer /
         # same, log distance), so that "the nearest one before it" generalises across distances.
         self.relative_age = nn.Linear(7, d) if config.relative_age else None

@@ -4,15 +4,24 @@ Format (as the real files have it): ``ID text`` is a statement; ``ID question?<T
 is a question whose space-separated supporting ids name earlier statements of the same story (a
 set, not always ascending). IDs restart at 1 for every story.
 
-Each question becomes one :class:`Sample`: its memories are the story's statements before it, a
-list that grows along the story.
+Each question becomes one :class:`memsel.data.sample.Sample` (importable from here too): its
+memories are the story's statements before it, a list that grows along the story. bAbI files are
+the dataset ``babi`` (``data.path``); the generator (memsel.data.generate) writes files in this format.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+from memsel.data.sample import DATASETS, DatasetSplits, Sample
+from memsel.registry import check
+
+__all__ = ["BabiFilesConfig", "BabiFormatError", "Sample", "babi_files", "find_task_files", "parse_babi",
+           "read_splits", "tokenize"]
 
 
 class BabiFormatError(ValueError):
@@ -25,29 +34,40 @@ class BabiFormatError(ValueError):
         self.line = line
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One question with the memories it may draw on."""
-
-    memories: tuple[str, ...]
-    """The story's statements before the question, oldest first."""
-    query: str
-    answer: str
-    supporting: tuple[int, ...]
-    """Indices into ``memories`` of the supporting facts, in the order the file lists them (bAbI's
-    reasoning order, which multi-hop pretraining follows)."""
-    story: int
-    """0-based index of the story within its file."""
-    source: str
-    """``file:line`` of the question, for error messages and inspection."""
-
-
 _TOKEN = re.compile(r"\w+")
 
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased word tokens; punctuation is dropped."""
     return _TOKEN.findall(text.lower())
+
+
+def _question(path: Path, lineno: int, rest: str, line_id: int, stmt_index: dict[int, int],
+              question_ids: set[int]) -> tuple[str, str, list[int]]:
+    """A question line's text after its ID: (question, answer, indices of its supporting statements)."""
+    parts = rest.split("\t")
+    if len(parts) < 3:
+        raise BabiFormatError(
+            path, lineno, "a question needs 'question<TAB>answer<TAB>supporting ids', "
+            f"found {len(parts)} tab-separated field(s)")
+    query, answer, support_field = parts[0].strip(), parts[1].strip(), parts[2].strip()
+    if not query or not answer:
+        raise BabiFormatError(path, lineno, "empty question or answer")
+    supporting: list[int] = []
+    for tok in support_field.split():
+        if not (tok.isascii() and tok.isdigit()):
+            raise BabiFormatError(path, lineno, f"supporting id {tok!r} is not a number")
+        sid = int(tok)
+        if sid in question_ids:
+            raise BabiFormatError(path, lineno, f"supporting id {sid} names a question, not a statement")
+        if sid not in stmt_index:
+            raise BabiFormatError(path, lineno, f"supporting id {sid} is not a statement before this "
+                                  f"question in its story (IDs 1..{line_id - 1})")
+        if stmt_index[sid] not in supporting:
+            supporting.append(stmt_index[sid])
+    if not supporting:
+        raise BabiFormatError(path, lineno, "a question needs at least one supporting id")
+    return query, answer, supporting
 
 
 def parse_babi(path: str | Path) -> list[Sample]:
@@ -94,28 +114,7 @@ def parse_babi(path: str | Path) -> list[Sample]:
             stmt_index[line_id] = len(statements)
             statements.append(rest.strip())
             continue
-        parts = rest.split("\t")
-        if len(parts) < 3:
-            raise BabiFormatError(
-                path, lineno, "a question needs 'question<TAB>answer<TAB>supporting ids', "
-                f"found {len(parts)} tab-separated field(s)")
-        query, answer, support_field = parts[0].strip(), parts[1].strip(), parts[2].strip()
-        if not query or not answer:
-            raise BabiFormatError(path, lineno, "empty question or answer")
-        supporting: list[int] = []
-        for tok in support_field.split():
-            if not (tok.isascii() and tok.isdigit()):
-                raise BabiFormatError(path, lineno, f"supporting id {tok!r} is not a number")
-            sid = int(tok)
-            if sid in question_ids:
-                raise BabiFormatError(path, lineno, f"supporting id {sid} names a question, not a statement")
-            if sid not in stmt_index:
-                raise BabiFormatError(path, lineno, f"supporting id {sid} is not a statement before this "
-                                      f"question in its story (IDs 1..{line_id - 1})")
-            if stmt_index[sid] not in supporting:
-                supporting.append(stmt_index[sid])
-        if not supporting:
-            raise BabiFormatError(path, lineno, "a question needs at least one supporting id")
+        query, answer, supporting = _question(path, lineno, rest, line_id, stmt_index, question_ids)
         question_ids.add(line_id)
         samples.append(Sample(tuple(statements), query, answer, tuple(supporting), story,
                               f"{path}:{lineno}"))
@@ -142,3 +141,31 @@ def find_task_files(path: str | Path, task: int) -> tuple[Path, Path]:
     if not test.is_file():
         raise FileNotFoundError(f"{test}: test file missing next to {train.name}")
     return train, test
+
+
+def read_splits(train_file: str | Path, test_file: str | Path) -> DatasetSplits:
+    """A train and a test file in the bAbI format, parsed, with their paths and sha1 as sources."""
+    def sha1(path: str | Path) -> str:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+    sources = {"train_file": str(Path(train_file).resolve()), "test_file": str(Path(test_file).resolve()),
+               "train_sha1": sha1(train_file), "test_sha1": sha1(test_file)}
+    return DatasetSplits(parse_babi(train_file), parse_babi(test_file), sources)
+
+
+@dataclass
+class BabiFilesConfig:
+    """``babi``: files in the bAbI format; data spells the fields ``data.path`` and ``data.task``."""
+
+    FLAT_PREFIX: ClassVar[str] = ""
+    path: str | None
+    task: int
+
+    def validate(self, p: str = "data") -> None:
+        check(bool(self.path), f"{p}.path", "a bAbI *_train.txt file or a folder with dataset 'babi'", self.path)
+
+
+@DATASETS.register("babi", BabiFilesConfig)
+def babi_files(config: BabiFilesConfig, seed: int, folder: Path) -> DatasetSplits:
+    """``babi``: the train/test files ``data.path`` names (a folder: those of ``data.task``)."""
+    return read_splits(*find_task_files(config.path, config.task))

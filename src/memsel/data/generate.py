@@ -24,8 +24,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
+from memsel.data.babi import read_splits
+from memsel.data.sample import DATASETS, DatasetSplits
 from memsel.files import write_text_atomic
+from memsel.registry import check
 
 # Word lists belong to the generator only: networks and environment see token ids, never words.
 ACTORS = ("Mary", "John", "Daniel", "Sandra", "Fred", "Bill", "Julie", "Emily", "Jeff", "Greg")
@@ -268,3 +272,50 @@ def write_task(path: str | Path, task: int, stories: int, seed: int, **knobs) ->
 def write_task1(path: str | Path, stories: int, seed: int, **knobs) -> Path:
     """Write a generated task-1 file (see :func:`write_task`)."""
     return write_task(path, 1, stories, seed, **knobs)
+
+
+@dataclass
+class GeneratedConfig:
+    """``generated``: the generator's knobs, which memsel.config.DataConfig spells (and documents) as ``data.*``."""
+
+    FLAT_PREFIX: ClassVar[str] = ""
+    task: int
+    train_stories: int
+    test_stories: int
+    questions_per_story: int
+    statements_per_question: int
+    num_actors: int
+    num_places: int
+    num_objects: int
+    distractor_density: float
+
+    def validate(self, p: str = "data") -> None:
+        for name in ("train_stories", "test_stories", "questions_per_story", "statements_per_question"):
+            check(getattr(self, name) >= 1, f"{p}.{name}", "an integer >= 1", getattr(self, name))
+        check(self.num_actors >= 1, f"{p}.num_actors", "an integer >= 1", self.num_actors)
+        check(self.num_places >= 2, f"{p}.num_places", "an integer >= 2", self.num_places)
+        check(self.num_objects >= 1, f"{p}.num_objects", "an integer >= 1", self.num_objects)
+        check(0.0 <= self.distractor_density < 1.0, f"{p}.distractor_density", "a number in [0, 1)",
+              self.distractor_density)
+        check(self.task in TASKS, f"{p}.task", f"one of {list(TASKS)} when {p}.path is empty (the generated tasks)",
+              self.task)
+
+
+def write_splits(config: GeneratedConfig, seed: int, folder: Path) -> tuple[Path, Path]:
+    """Generate train/test files of task ``config.task`` into ``folder``, deterministic in the seed."""
+    knobs = dict(questions_per_story=config.questions_per_story,
+                 statements_per_question=config.statements_per_question, num_actors=config.num_actors,
+                 num_places=config.num_places, num_objects=config.num_objects,
+                 distractor_density=config.distractor_density)
+    train = folder / f"qa{config.task}_generated_train.txt"
+    test = folder / f"qa{config.task}_generated_test.txt"
+    # The test split gets its own seed stream so that it never repeats the train stories' draws.
+    write_task(train, config.task, config.train_stories, seed=seed * 2 + 1, **knobs)
+    write_task(test, config.task, config.test_stories, seed=seed * 2 + 2, **knobs)
+    return train, test
+
+
+@DATASETS.register("generated", GeneratedConfig)
+def generated(config: GeneratedConfig, seed: int, folder: Path) -> DatasetSplits:
+    """``generated``: bAbI-format files written into the run's data folder, then parsed like real ones."""
+    return read_splits(*write_splits(config, seed, folder))

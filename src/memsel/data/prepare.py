@@ -7,7 +7,6 @@ environment reads. Re-running a command reuses them, so pretraining and PPO see 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -15,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memsel.config import Config
-from memsel.data.babi import Sample, find_task_files, parse_babi
 from memsel.data.encode import DataSpec, EncodedSamples, Vocab, encode, load_spec, save_spec, spec_for
-from memsel.data.generate import write_task
+from memsel.data.generate import write_splits
+from memsel.data.sample import DATASETS, Sample
 from memsel.files import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -36,15 +35,8 @@ class PreparedData:
 
 def generated_files(cfg: Config, folder: Path) -> tuple[Path, Path]:
     """Generate train/test files of task ``data.task`` (1, 2 or 3) into ``folder``, deterministic in the seed."""
-    d = cfg.data
-    knobs = dict(questions_per_story=d.questions_per_story, statements_per_question=d.statements_per_question,
-                 num_actors=d.num_actors, num_places=d.num_places, num_objects=d.num_objects,
-                 distractor_density=d.distractor_density)
-    train, test = folder / f"qa{d.task}_generated_train.txt", folder / f"qa{d.task}_generated_test.txt"
-    # The test split gets its own seed stream so that it never repeats the train stories' draws.
-    write_task(train, d.task, d.train_stories, seed=cfg.seed * 2 + 1, **knobs)
-    write_task(test, d.task, d.test_stories, seed=cfg.seed * 2 + 2, **knobs)
-    return train, test
+    config = DATASETS.build_config("generated", cfg.data, None, "data", "dataset_options")
+    return write_splits(config, cfg.seed, folder)
 
 
 def split_by_story(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -58,31 +50,25 @@ def split_by_story(samples: list[Sample], fraction: float, seed: int) -> tuple[l
     return [s for s in samples if s.story not in held], [s for s in samples if s.story in held]
 
 
-def _sha1(path: str | Path) -> str:
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
-
-
 def prepare_data(cfg: Config) -> PreparedData:
     folder = cfg.layout.data
     folder.mkdir(parents=True, exist_ok=True)
-    if cfg.data.path:
-        train_file, test_file = find_task_files(cfg.data.path, cfg.data.task)
-    else:
-        train_file, test_file = generated_files(cfg, folder)
-    train_all, test = parse_babi(train_file), parse_babi(test_file)
+    d = cfg.data
+    splits = DATASETS.make(d.dataset_name, d, d.dataset_options, "data", "dataset_options", cfg.seed, folder)
+    train_all, test, sources = splits.train, splits.test, splits.sources
     train, val = split_by_story(train_all, cfg.data.val_fraction, cfg.seed)
-    log.info("data: %s (%d questions -> %d train, %d validation), %s (%d test questions)",
-             train_file, len(train_all), len(train), len(val), test_file, len(test))
+    train_name, test_name = splits.describe()
+    log.info("data: %s (%s, %d questions -> %d train, %d validation), %s (%d test questions)",
+             train_name, d.dataset_name, len(train_all), len(train), len(val), test_name, len(test))
 
     vocab_path, spec_path, sources_path = cfg.layout.vocab, cfg.layout.spec, cfg.layout.sources
-    sources = {"train_file": str(Path(train_file).resolve()), "test_file": str(Path(test_file).resolve()),
-               "train_sha1": _sha1(train_file), "test_sha1": _sha1(test_file)}
     if vocab_path.exists() and spec_path.exists() and sources_path.exists():
         previous = json.loads(sources_path.read_text(encoding="utf-8"))
         if previous != sources:
-            raise ValueError(f"run directory {cfg.run_path} was prepared from other data ({previous['train_file']}, "
-                             f"sha1 {previous.get('train_sha1', '?')[:10]}); this command gives "
-                             f"{sources['train_file']} (sha1 {sources['train_sha1'][:10]}), and its vocabulary "
+            raise ValueError(f"run directory {cfg.run_path} was prepared from other data "
+                             f"({previous.get('train_file', previous)}, sha1 {previous.get('train_sha1', '?')[:10]}); "
+                             f"this command gives {sources.get('train_file', sources)} "
+                             f"(sha1 {sources.get('train_sha1', '?')[:10]}), and its vocabulary "
                              "and shapes would not fit. Use another --run-dir (or --name).")
         vocab, spec = Vocab.load(vocab_path), load_spec(spec_path)
     else:

@@ -1,7 +1,8 @@
 """PPO fine-tuning and hyperparameter sweeps, both run by Ray Tune.
 
 ``memsel train`` is a Tune experiment with one trial and no search; ``memsel tune`` draws
-``tune.num_samples`` trials from ``tune.search_space`` and stops the weak ones early with ASHA.
+``tune.num_samples`` trials from ``tune.search_space`` with the search algorithm ``tune.search_alg``
+and stops the weak ones early with the scheduler ``tune.scheduler`` (ASHA by default).
 Both log every trial to MLflow through one callback and keep Tune's checkpoints, so that either
 runs unchanged on a laptop's local Ray or on a cluster (``--ray-address``).
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from memsel.config import Config, TuneSettings
 from memsel.data.encode import DataSpec, EncodedSamples
@@ -24,6 +24,8 @@ from memsel.files import write_text_atomic
 from memsel.inference import vocabulary_of_run
 from memsel.rl import RLLIB_KEYS, build_ppo_config
 from memsel.tracking import log_trial_checkpoint, tune_callback
+from memsel.tune_jobs.schedulers import make_scheduler
+from memsel.tune_jobs.search import make_search_alg
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +171,8 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
     tune_config = tune.TuneConfig(
         metric=metric, mode="max", num_samples=cfg.tune.num_samples if sweep else 1,
         max_concurrent_trials=cfg.tune.max_concurrent_trials if sweep else 1,
-        scheduler=ASHAScheduler(time_attr="training_iteration", max_t=iterations,
-                                grace_period=min(cfg.tune.grace_period, iterations),
-                                reduction_factor=cfg.tune.reduction_factor) if sweep else None)
+        scheduler=make_scheduler(cfg.tune, iterations) if sweep else None,
+        search_alg=make_search_alg(cfg.tune) if sweep else None)
     run_config = tune.RunConfig(
         name=stage, storage_path=str(cfg.layout.ray_results), stop={"training_iteration": iterations},
         callbacks=[tune_callback(cfg, stage), ProgressCallback(stage, iterations)], verbose=0,
