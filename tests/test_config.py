@@ -233,7 +233,9 @@ def test_flat_keys():
     assert isinstance(flat["tune.search_space"], str)  # logged as JSON, not expanded
     assert not any(k.startswith("tune.search_space.") for k in flat)
     sections = (DataConfig, EnvConfig, SelectorConfig, PretrainConfig, PPOSettings, TuneSettings)
-    assert len(flat) == sum(len(dataclasses.fields(c)) for c in sections) + 7  # seven top-level scalars
+    top = [f for f in dataclasses.fields(Config) if f.name not in ("data", "env", "selector", "pretrain", "ppo", "tune")]
+    assert len(top) == 8 and isinstance(flat["plugins"], str)  # name ... device, plugins (a list, as JSON)
+    assert len(flat) == sum(len(dataclasses.fields(c)) for c in sections) + len(top)
 
 
 def test_quickstart_yaml_loads():

@@ -264,3 +264,84 @@ def test_every_shipped_config_loads_and_round_trips(path):
     cfg = load_config(path)
     assert from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
     assert dataclasses.asdict(cfg.selector) == cfg.to_dict()["selector"]
+
+
+# ----------------------------------------------------------------------------- plug-in modules
+
+PLUGIN = '''
+from dataclasses import dataclass
+
+from memsel.families import FeedForwardSelector
+from memsel.selector_configs import FAMILIES, SelectorConfig
+
+
+@dataclass
+class PluggedConfig(SelectorConfig):
+    kind: str = "plugged"
+    width: int = 3
+
+
+@FAMILIES.register("plugged", PluggedConfig)
+class PluggedSelector(FeedForwardSelector):
+    pass
+'''
+
+
+@pytest.fixture
+def plugin_module(tmp_path, monkeypatch):
+    """A family in a module of its own, on the import path; unregistered afterwards."""
+    import sys
+
+    (tmp_path / "memsel_test_plugin.py").write_text(PLUGIN, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "memsel_test_plugin"
+    FAMILIES.unregister("plugged")
+    sys.modules.pop("memsel_test_plugin", None)
+
+
+def test_a_family_in_a_module_of_its_own_is_chosen_through_plugins(plugin_module, tmp_path):
+    path = tmp_path / "run.yaml"
+    # The selector section comes before plugins on purpose: plug-ins are imported before anything applies.
+    path.write_text(f"selector: {{kind: plugged, width: 5, embed_dim: 8}}\nplugins: [{plugin_module}]\n")
+    cfg = load_config(path)
+    assert type(cfg.selector).__name__ == "PluggedConfig" and cfg.selector.width == 5
+    from memsel.network import Selector
+    assert type(Selector(cfg.selector, SPEC).family).__name__ == "PluggedSelector"
+    assert from_dict(cfg.to_dict()).selector.width == 5  # a saved config.yaml names its plug-ins
+
+
+def test_a_plugin_that_does_not_import_is_refused_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"--set plugins=\[no_such_memsel_plugin\]: field 'plugins': module "
+                                          r"'no_such_memsel_plugin' could not be imported: ModuleNotFoundError"):
+        load_config(sets=["plugins=[no_such_memsel_plugin]"])
+    without = tmp_path / "a.yaml"
+    without.write_text("selector: {kind: plugged}\n")
+    with pytest.raises(ConfigError, match=r"'selector.kind'.*'plugged'"):
+        load_config(without)
+
+
+def test_ray_workers_import_the_plugins_too(plugin_module, tmp_path):
+    """A local Ray started for a config with plug-ins registers them in every worker process."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import ray
+from memsel.config import load_config
+from memsel.pipeline import init_ray
+init_ray(load_config(sets=["plugins=[{plugin_module}]", "run_dir={tmp_path / 'run'}"]))
+
+@ray.remote(num_cpus=0)
+def kind_config():
+    from memsel.selector_configs import SelectorConfig
+    return type(SelectorConfig(kind="plugged")).__name__
+
+print("worker:", ray.get(kind_config.remote()))
+ray.shutdown()
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "worker: PluggedConfig" in out.stdout

@@ -24,7 +24,7 @@ from memsel.data.budget import check_budget
 from memsel.data.sample import DATASETS
 from memsel.env import READERS, REWARD_MODES, REWARD_TIMINGS
 from memsel.layout import RunLayout
-from memsel.registry import ConfigError, UnknownNameError
+from memsel.registry import ConfigError, UnknownNameError, import_plugins
 from memsel.registry import check as _check
 from memsel.selector_configs import FAMILIES, SelectorConfig
 from memsel.tune_configs import SCHEDULERS, SEARCH_ALGS
@@ -398,6 +398,10 @@ class Config:
     device: str = "auto"
     """Where networks train and evaluate: 'auto' (the first GPU torch sees, else the CPU), 'cpu', 'cuda' or
     'cuda:N'. Reaches Lightning, RLlib's learner (num_gpus_per_learner) and evaluation."""
+    plugins: list = field(default_factory=list)
+    """Python modules imported before the config is checked (and in every Ray worker), so that components
+    they register can be chosen by name: e.g. ``[mylab.families]`` holding a ``@FAMILIES.register("mine", ...)``
+    family makes ``selector.kind: mine`` valid. Empty = memsel's own components only."""
     data: DataConfig = field(default_factory=DataConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     selector: SelectorConfig = field(default_factory=SelectorConfig)
@@ -609,20 +613,25 @@ def config_chain(path: str | Path) -> list[tuple[Path, dict]]:
 def load_config(path: str | Path | None = None, sets: list[str] | None = None, **top: Any) -> Config:
     """Defaults, then the YAML file (after the files it names as ``base``), then ``--set`` items, then ``top``
     (non-None CLI flags)."""
+    sources = [(str(p), data) for p, data in config_chain(path)] if path is not None else []
+    sources += [(f"--set {item}", parse_set(item)) for item in sets or []]
+    sources += [(f"--{key.replace('_', '-')}", {key: value}) for key, value in top.items() if value is not None]
+    # Plug-ins register their components first, so that every source may name them.
+    for source, data in sources:
+        if isinstance(data, dict) and "plugins" in data:
+            try:
+                import_plugins(data["plugins"] if isinstance(data["plugins"], list) else [data["plugins"]])
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
     cfg = Config()
-    if path is not None:
-        for p, data in config_chain(path):
-            _apply(cfg, data, str(p))
-    for item in sets or []:
-        _apply(cfg, parse_set(item), f"--set {item}")
-    for key, value in top.items():
-        if value is not None:
-            _apply(cfg, {key: value}, f"--{key.replace('_', '-')}")
+    for source, data in sources:
+        _apply(cfg, data, source)
     return cfg.validate()
 
 
 def from_dict(d: dict) -> Config:
     """Rebuild a Config from ``Config.to_dict()`` output (e.g. a saved config.yaml)."""
+    import_plugins(d.get("plugins") or [])
     cfg = Config()
     _apply(cfg, d, "saved config")
     return cfg.validate()

@@ -26,12 +26,20 @@ from memsel.data.budget import Budget, apply_budget, support_outside
 from memsel.data.encode import EncodedSamples
 from memsel.data.prepare import PreparedData, prepare_data
 from memsel.files import write_text_atomic
+from memsel.registry import import_plugins
 
 log = logging.getLogger(__name__)
 
 
 def save_run_config(cfg: Config) -> Path:
     return write_text_atomic(cfg.layout.config, cfg.to_yaml())
+
+
+def _plugin_hook(modules: list[str]):
+    """A worker setup hook (Ray wants a named function) that imports the config's plug-ins."""
+    def import_config_plugins() -> None:
+        import_plugins(modules)
+    return import_config_plugins
 
 
 def init_ray(cfg: Config) -> None:
@@ -48,11 +56,14 @@ def init_ray(cfg: Config) -> None:
     if ray.is_initialized():
         return
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS", "")
+    # Every worker (env runners, learners, Tune trials) imports the config's plug-ins before it builds
+    # anything, so that their components are registered there too.
+    hook = {"runtime_env": {"worker_process_setup_hook": _plugin_hook(list(cfg.plugins))}} if cfg.plugins else {}
     if address:
         log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, **hook)
     else:
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, **hook)
 
 
 _SPLIT_STREAMS = {"train": 1, "val": 2, "test": 3}

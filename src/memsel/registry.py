@@ -155,6 +155,20 @@ class Registry:
         return self.build_config(name, section, options, p, options_field)
 
 
+def import_plugins(modules: list[str] | tuple[str, ...], field: str = "plugins") -> None:
+    """Import the modules a config names in ``plugins``, so that the components they register (a family, a
+    budget strategy, a dataset, a reader, a scheduler, a search algorithm) can be chosen by name: a
+    component of one's own is one module, with nothing in memsel edited. A module that will not import
+    is refused, naming it."""
+    for name in modules:
+        check(isinstance(name, str) and bool(name), field, "a list of importable module names", name)
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # any import failure is the user's module: say which and why
+            raise ConfigError(f"field '{field}': module {name!r} could not be imported: "
+                              f"{type(e).__name__}: {e}") from None
+
+
 def _same(old: Entry, component: Any, config_cls: type | None) -> bool:
     """Re-registering the same thing (a module imported twice, a lazy reference resolved) is harmless."""
     return old.config_cls is config_cls and (old.component is component or _where(old.component) == _where(component))
