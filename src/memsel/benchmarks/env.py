@@ -83,17 +83,15 @@ def time_env(env_config: dict, seconds: float, seed: int) -> tuple[float, int]:
             return (now - start) / steps, steps
 
 
-def time_ppo(env_config: dict, k: int, vocab_size: int, data_path: str, iterations: int, quick: bool,
+def time_ppo(env: "EnvConfig", k: int, vocab_size: int, data_path: str, iterations: int, quick: bool,
              seed: int) -> tuple[float, float]:
     """Seconds of one PPO iteration and env steps it sampled (means over ``iterations`` after a warm-up)."""
-    import dataclasses
-
-    from memsel.config import Config, EnvConfig
+    from memsel.config import Config
     from memsel.data.encode import DataSpec
     from memsel.rl import build_ppo_config
 
     cfg = Config(seed=seed)
-    cfg.env = EnvConfig(**{f.name: env_config[f.name] for f in dataclasses.fields(EnvConfig)})
+    cfg.env = env
     cfg.ppo.use_pretrained = False
     if quick:
         cfg.ppo.train_batch_size, cfg.ppo.minibatch_size, cfg.ppo.num_epochs = 64, 32, 1
@@ -134,11 +132,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     try:
         for k in budgets:
             data, spec = _data(k, 8 if quick else 64, args.seed)
-            env_config = {"memory_budget": k, "budget_strategy": args.strategy, "sample_weighting": "uniform",
-                          "sample_decay": 0.1, "reward_mode": "supporting", "reader": "contains",
-                          "hops": int(args.hops), "reward_timing": "per_hop", "seed": args.seed,
-                          "vocab_size": spec.vocab_size}
-            env_s, env_steps = time_env({**env_config, "data": data}, env_seconds, args.seed)
+            from memsel.config import EnvConfig
+            from memsel.env import make_env_config
+
+            env = EnvConfig(memory_budget=k, budget_strategy=args.strategy, hops=int(args.hops))
+            env.validate()
+            env_s, env_steps = time_env(make_env_config(env, data=data, seed=args.seed, vocab_size=spec.vocab_size),
+                                        env_seconds, args.seed)
             record = {"budget": k, "strategy": args.strategy, "memories": int(data.mask.shape[1]),
                       "hops": int(args.hops), "env_steps_per_s": 1.0 / env_s, "env_s_per_step": env_s,
                       "env_steps_timed": env_steps}
@@ -146,8 +146,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 with tempfile.TemporaryDirectory(prefix="memsel-bench-") as tmp:
                     npz = Path(tmp) / "train.npz"
                     data.save(npz)
-                    ppo_s, ppo_steps = time_ppo(env_config, k, spec.vocab_size, str(npz), iterations, quick,
-                                                args.seed)
+                    ppo_s, ppo_steps = time_ppo(env, k, spec.vocab_size, str(npz), iterations, quick, args.seed)
                 record.update({"ppo_s_per_iteration": ppo_s, "ppo_env_steps_per_iteration": ppo_steps,
                                "ppo_s_per_step": ppo_s / ppo_steps, "env_share": env_s / (ppo_s / ppo_steps)})
             records.append(record)
