@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memsel.config import Config
+from memsel.config import PPO_VARIANTS, Config
 from memsel.data.budget import Budget, apply_budget, support_outside
 from memsel.data.encode import EncodedSamples
 from memsel.data.prepare import PreparedData, prepare_data
@@ -105,14 +105,10 @@ def pretrained_path(cfg: Config) -> Path | None:
 
 
 def variant_config(cfg: Config, variant: str) -> Config:
-    """The config of a comparison PPO run (``ppo.compare``): 'scratch' or 'no_distill'."""
-    if variant == "scratch":
-        ppo = dataclasses.replace(cfg.ppo, use_pretrained=False, compare=[])
-    elif variant == "no_distill":
-        ppo = dataclasses.replace(cfg.ppo, distill_coeff=0.0, distill_schedule="constant", compare=[])
-    else:
-        raise ValueError(f"ppo.compare: unknown variant {variant!r}")
-    return dataclasses.replace(cfg, ppo=ppo)
+    """The config of a comparison PPO run (``ppo.compare``): the ppo fields PPO_VARIANTS gives ``variant``."""
+    if variant not in PPO_VARIANTS:
+        raise ValueError(f"ppo.compare: unknown variant {variant!r}; expected one of {list(PPO_VARIANTS)}")
+    return dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, **PPO_VARIANTS[variant], compare=[]))
 
 
 def stage_ppo(cfg: Config, data: PreparedData, sweep: bool, stage: str | None = None):
