@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("pretrain", "supervised pretraining with Lightning (temporal prior + supporting-fact labels)"),
         ("train", "PPO fine-tuning in RLlib, distilling toward the pretrained selector (one Tune trial)"),
-        ("tune", "Ray Tune sweep over PPO settings with ASHA early stopping"),
+        ("tune", "Ray Tune sweep over PPO settings (tune.scheduler: ASHA early stopping by default)"),
         ("evaluate", "selection accuracy on the test split: baselines and every trained selector of the run"),
         ("pipeline", "everything: data -> pretrain -> train -> tune -> evaluate, then the results table"),
     ):
