@@ -96,14 +96,15 @@ class LearnedReaderConfig:
 READERS.register_config("learned", "memsel.reader:LearnedReader")(LearnedReaderConfig)
 
 
-def make_reader(spec: Any, reader_config: dict | None = None) -> Reader:
-    """A reader from env_config: a name in :data:`READERS`, 'package.module:factory', or a callable reader."""
+def make_reader(spec: Any, reader_config: dict | None = None, field: str = "env_config['reader']") -> Reader:
+    """A reader from env_config: a name in :data:`READERS`, 'package.module:factory', or a callable reader;
+    errors name ``field`` (the config's ``env.reader`` when memsel.preflight asks before a run)."""
     if spec is None:
         spec = "contains"
     if callable(spec):
         return spec
     if not isinstance(spec, str):
-        raise ValueError(f"env_config['reader']: expected {READERS.expected()}, 'package.module:factory' or a "
+        raise ValueError(f"{field}: expected {READERS.expected()}, 'package.module:factory' or a "
                          f"callable, got {spec!r}")
     if spec in READERS:
         config_cls = READERS.config_cls(spec)
@@ -113,13 +114,13 @@ def make_reader(spec: Any, reader_config: dict | None = None) -> Reader:
         config.validate()
         return READERS.get(spec)(**asdict(config))
     if ":" not in spec:
-        raise ValueError(f"env_config['reader']: expected {READERS.expected()} or 'package.module:factory', "
+        raise ValueError(f"{field}: expected {READERS.expected()} or 'package.module:factory', "
                          f"got {spec!r}")
     module, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
-        raise ValueError(f"env_config['reader']: cannot load {spec!r}: {e}") from None
+        raise ValueError(f"{field}: cannot load {spec!r}: {e}") from None
     return factory(**(reader_config or {}))
 
 

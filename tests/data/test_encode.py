@@ -296,6 +296,39 @@ def test_prepare_data_refuses_a_run_dir_prepared_from_other_files(tmp_path, babi
         prepare_data(real)
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_prepare_data_refuses_another_seed_before_writing(tmp_path):
+    """--seed 3 on a seed-0 run directory: refused naming both seeds, its files untouched."""
+    prepare_data(_cfg(tmp_path))
+    assert json.loads((tmp_path / "data" / "sources.json").read_text())["seed"] == 0
+    before = _tree(tmp_path)
+    other = _cfg(tmp_path)
+    other.seed = 3
+    with pytest.raises(ValueError, match="prepared with seed 0; this command gives seed 3"):
+        prepare_data(other)
+    assert _tree(tmp_path) == before
+    prepare_data(_cfg(tmp_path))  # the same seed still reuses the directory
+
+
+def test_recorded_seed_of_a_run_prepared_before_sources_kept_it(tmp_path):
+    """Older run directories: the seed comes from their config.yaml."""
+    from memsel.data.prepare import check_run_seed, recorded_seed
+
+    cfg = _cfg(tmp_path)
+    assert recorded_seed(cfg) is None
+    prepare_data(cfg)
+    sources = tmp_path / "data" / "sources.json"
+    sources.write_text(json.dumps({k: v for k, v in json.loads(sources.read_text()).items() if k != "seed"}))
+    assert recorded_seed(cfg) is None
+    (tmp_path / "config.yaml").write_text("name: x\nseed: 5\n")
+    assert recorded_seed(cfg) == 5
+    with pytest.raises(ValueError, match="seed 5"):
+        check_run_seed(cfg)
+
+
 def test_prepare_data_does_not_reuse_a_stale_vocabulary(tmp_path):
     """Re-preparing a run dir with other generated data must not silently encode new words as <unk>.
 

@@ -13,6 +13,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from memsel.config import Config
 from memsel.data.encode import DataSpec, EncodedSamples, Vocab, encode, load_spec, save_spec, spec_for
 from memsel.data.generate import write_splits
@@ -50,7 +52,45 @@ def split_by_story(samples: list[Sample], fraction: float, seed: int) -> tuple[l
     return [s for s in samples if s.story not in held], [s for s in samples if s.story in held]
 
 
+def recorded_seed(cfg: Config) -> int | None:
+    """The seed the run directory's data was prepared with: ``data/sources.json``'s, or for runs prepared
+    before it was kept there, the seed of the run's ``config.yaml``; None when no data is prepared."""
+    layout = cfg.layout
+    if not layout.sources.is_file():
+        return None
+    seed = json.loads(layout.sources.read_text(encoding="utf-8")).get("seed")
+    if seed is None and layout.config.is_file():
+        seed = (yaml.safe_load(layout.config.read_text(encoding="utf-8")) or {}).get("seed")
+    return seed if isinstance(seed, int) else None
+
+
+def check_run_seed(cfg: Config) -> None:
+    """Refuse a seed other than the one the run directory's data was prepared with (the generated
+    stories, the validation split and so the vocabulary follow the seed); nothing is written."""
+    before = recorded_seed(cfg)
+    if before is not None and before != cfg.seed:
+        raise ValueError(f"run directory {cfg.run_path} was prepared with seed {before}; this command gives seed "
+                         f"{cfg.seed}. Use --seed {before}, or another --run-dir (or --name) for seed {cfg.seed}.")
+
+
+def check_same_data(cfg: Config, sources: dict) -> None:
+    """Refuse data other than the run directory's (its vocabulary and shapes would not fit)."""
+    path = cfg.layout.sources
+    if not (path.is_file() and cfg.layout.vocab.is_file() and cfg.layout.spec.is_file()):
+        return
+    previous = {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if k != "seed"}
+    if previous != sources:
+        raise ValueError(f"run directory {cfg.run_path} was prepared from other data "
+                         f"({previous.get('train_file', previous)}, sha1 {previous.get('train_sha1', '?')[:10]}); "
+                         f"this command gives {sources.get('train_file', sources)} "
+                         f"(sha1 {sources.get('train_sha1', '?')[:10]}), and its vocabulary "
+                         "and shapes would not fit. Use another --run-dir (or --name).")
+
+
 def prepare_data(cfg: Config) -> PreparedData:
+    """The run's encoded splits: prepared from ``cfg.data`` (and cached in the run directory) the first
+    time, then read back; another seed or other data than the directory's is refused."""
+    check_run_seed(cfg)  # before the generated dataset writes its files
     folder = cfg.layout.data
     folder.mkdir(parents=True, exist_ok=True)
     d = cfg.data
@@ -63,13 +103,7 @@ def prepare_data(cfg: Config) -> PreparedData:
 
     vocab_path, spec_path, sources_path = cfg.layout.vocab, cfg.layout.spec, cfg.layout.sources
     if vocab_path.exists() and spec_path.exists() and sources_path.exists():
-        previous = json.loads(sources_path.read_text(encoding="utf-8"))
-        if previous != sources:
-            raise ValueError(f"run directory {cfg.run_path} was prepared from other data "
-                             f"({previous.get('train_file', previous)}, sha1 {previous.get('train_sha1', '?')[:10]}); "
-                             f"this command gives {sources.get('train_file', sources)} "
-                             f"(sha1 {sources.get('train_sha1', '?')[:10]}), and its vocabulary "
-                             "and shapes would not fit. Use another --run-dir (or --name).")
+        check_same_data(cfg, sources)
         vocab, spec = Vocab.load(vocab_path), load_spec(spec_path)
     else:
         vocab = Vocab.build(train_all)
@@ -77,7 +111,7 @@ def prepare_data(cfg: Config) -> PreparedData:
         spec = DataSpec(len(vocab), auto.max_memories, auto.max_sentence_len)
         vocab.save(vocab_path)
         save_spec(spec, spec_path)
-        write_text_atomic(sources_path, json.dumps(sources))
+        write_text_atomic(sources_path, json.dumps({**sources, "seed": cfg.seed}))
 
     files = dict(sources)
     encoded = {}
