@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from memsel.config import Config, ConfigError, load_config
+from memsel import preflight
 
 log = logging.getLogger("memsel")
 
@@ -146,8 +147,10 @@ def _config(args: argparse.Namespace) -> Config:
         sets.append(f"data.path={json.dumps(str(Path(args.data).resolve()))}")
     if getattr(args, "task", None) is not None:
         sets.append(f"data.task={args.task}")
-    return load_config(args.config, sets, name=args.name, run_dir=args.run_dir, seed=args.seed,
-                       tracking_uri=args.tracking_uri, ray_address=args.ray_address)
+    # A stage command must say which run it works on: none writes into runs/quickstart unasked.
+    return load_config(args.config, sets, require_name=args.command in preflight.STAGES, name=args.name,
+                       run_dir=args.run_dir, seed=args.seed, tracking_uri=args.tracking_uri,
+                       ray_address=args.ray_address)
 
 
 @contextlib.contextmanager
@@ -268,6 +271,7 @@ def run(argv: list[str] | None = None) -> int:
     from memsel import pipeline
     from memsel.data.prepare import prepare_data
 
+    preflight.check(cfg, args.command)  # before anything is written, data prepared or Ray started
     as_json = bool(getattr(args, "json", False))
     with stdout_to_stderr(as_json):
         pipeline.save_run_config(cfg)

@@ -610,12 +610,32 @@ def config_chain(path: str | Path) -> list[tuple[Path, dict]]:
         p = p.parent / base
 
 
-def load_config(path: str | Path | None = None, sets: list[str] | None = None, **top: Any) -> Config:
+def _run_name(sources: list[tuple[str, Any]], require: bool) -> bool:
+    """Whether the run's name should come from its run directory: a ``run_dir`` given at least as
+    specifically (file < --set < command-line flag) as any ``name``. With ``require``, a run that
+    neither names itself nor its directory is refused, so that no command writes into the default
+    runs/quickstart unasked."""
+    level = {"name": -1, "run_dir": -1}
+    for source, data in sources:
+        rank = 0 if not source.startswith("--") else 1 if source.startswith("--set ") else 2
+        for key in level:
+            if isinstance(data, dict) and data.get(key):
+                level[key] = max(level[key], rank)
+    if require and max(level.values()) < 0:
+        raise ConfigError("no run named: give --run-dir DIR or --name NAME (run dir runs/NAME), or a --config "
+                          "that sets name (e.g. configs/quickstart.yaml)")
+    return level["run_dir"] > level["name"]
+
+
+def load_config(path: str | Path | None = None, sets: list[str] | None = None, require_name: bool = False,
+                **top: Any) -> Config:
     """Defaults, then the YAML file (after the files it names as ``base``), then ``--set`` items, then ``top``
-    (non-None CLI flags)."""
+    (non-None CLI flags). The run's name is its directory's unless given (``--run-dir runs/exp1``: 'exp1');
+    ``require_name`` refuses a config that names neither (see :func:`_run_name`)."""
     sources = [(str(p), data) for p, data in config_chain(path)] if path is not None else []
     sources += [(f"--set {item}", parse_set(item)) for item in sets or []]
     sources += [(f"--{key.replace('_', '-')}", {key: value}) for key, value in top.items() if value is not None]
+    name_from_dir = _run_name(sources, require_name)
     # Plug-ins register their components first, so that every source may name them.
     for source, data in sources:
         if isinstance(data, dict) and "plugins" in data:
@@ -626,6 +646,8 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, *
     cfg = Config()
     for source, data in sources:
         _apply(cfg, data, source)
+    if name_from_dir:
+        cfg.name = cfg.run_path.name
     return cfg.validate()
 
 
