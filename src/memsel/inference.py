@@ -18,7 +18,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from memsel.data.encode import Vocab
+from memsel.data.encode import UNK, Vocab
 from memsel.devices import torch_device
 from memsel.layout import RunLayout
 from memsel.network import Selector
@@ -66,6 +66,28 @@ class SelectorPredictor:
             vocab = Vocab.load(Path(vocab))
         return cls(net, vocab, device)
 
+    def text_warnings(self, memories: Sequence[str], query: str) -> list[str]:
+        """What makes a ranking of ``memories`` for ``query`` meaningless, one message per problem: an empty
+        query or memory, or one with no word the selector's vocabulary knows (all of it reads as <unk>)."""
+        unk = self.vocab.index[UNK]
+
+        def state(text: str) -> str:
+            ids = self.vocab.encode(text)
+            return "empty" if not ids else "unknown" if all(i == unk for i in ids) else "ok"
+
+        out = []
+        q = state(query)
+        if q == "empty":
+            out.append("the query is empty: the ranking cannot depend on it")
+        elif q == "unknown":
+            out.append(f"no word of the query {query!r} is in the selector's vocabulary: it reads as <unk> only")
+        for kind, what in (("empty", "empty"), ("unknown", "without a word the selector's vocabulary knows")):
+            idx = [i for i, m in enumerate(memories) if state(m) == kind]
+            if idx:
+                out.append(f"{len(idx)} of {len(memories)} memories {what} (#{', #'.join(map(str, idx))}): "
+                           "their scores cannot depend on their words")
+        return out
+
     def _ids(self, text: str) -> list[int]:
         return self.vocab.encode(text)[:self.selector.spec.max_sentence_len]
 
@@ -105,6 +127,8 @@ class SelectorPredictor:
             raise ValueError(f"selected: indices must be in 0..{n - 1}, got {list(selected)}")
         if n == 0:
             return []
+        for message in self.text_warnings(memories, query):
+            log.warning("%s", message)
         slots = self.selector.spec.max_memories
         keep = list(range(n))
         if n > slots and self.selector.age_embed is not None:
