@@ -115,6 +115,33 @@ def test_cli_select_errors_exit_2(checkpoint, capsys):
         assert info.value.code == 2 and err.startswith("memsel: error: ") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("query, memories, warnings", [
+    ("", STORY, ["the query is empty"]),
+    ("Wo ist Maria?", STORY, ["no word of the query 'Wo ist Maria?'"]),
+    ("Where is Mary?", ["", *STORY], ["1 of 4 memories empty (#0)"]),
+    ("Where is Mary?", ["Maria ging heim.", "Hans auch.", *STORY[:2]], ["2 of 4 memories without a word"]),
+    ("", ["", "zz"], ["the query is empty", "1 of 2 memories empty (#0)", "1 of 2 memories without a word"]),
+    ("Where is Mary?", STORY, []),
+])
+def test_select_warns_on_empty_or_unknown_text_and_still_ranks(checkpoint, query, memories, warnings):
+    """`memsel select` warns on stderr, one line per problem, and ranks anyway (exit 0)."""
+    cmd = [sys.executable, "-m", "memsel.cli", "select", "--checkpoint", str(checkpoint), "--query", query, "--json",
+           *(x for m in memories for x in ("--memory", m))]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["ranking"]) == len(memories)
+    lines = [line for line in out.stderr.splitlines() if "WARNING" in line]
+    assert len(lines) == len(warnings), out.stderr
+    for line, expected in zip(lines, warnings):
+        assert expected in line
+
+
+def test_text_warnings_of_the_predictor(checkpoint):
+    predictor = SelectorPredictor.load(checkpoint)
+    assert predictor.text_warnings(STORY, "Where is Mary?") == []
+    assert predictor.text_warnings(["zz qq"], "?")[0].startswith("the query is empty")
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no GPU"))])
 def test_rank_on_a_device_gives_the_cpu_ranking(checkpoint, device):
