@@ -384,7 +384,9 @@ class Config:
     """One memsel run: data, network, pretraining, PPO, sweep, tracking."""
 
     name: str = "quickstart"
-    """Run name; the default run directory is runs/<name>."""
+    """Run name (MLflow run names start with it); the default run directory is runs/<name>. Unless given as
+    specifically as run_dir (a --name flag, or the same file), it is the run directory's name: --run-dir
+    runs/exp1 names the run exp1. Stage commands refuse to run with neither given (no runs/quickstart unasked)."""
     seed: int = 0
     """Seeds data generation, splits, initialisation, sampling and the sweep."""
     run_dir: str = ""
