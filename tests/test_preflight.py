@@ -4,6 +4,7 @@ found before compute, in one line with exit code 2, and nothing is written (no r
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -246,4 +247,24 @@ def test_data_of_another_run_is_refused_before_writing(tmp_path, babi_en):
     before = tree(run)
     out = memsel("pretrain", "--run-dir", str(run), "--data", str(babi_en), "--task", "1", cwd=tmp_path)
     refused(out, "prepared from other data")
+    assert tree(run) == before
+
+
+@pytest.mark.slow
+def test_a_real_pretrained_run_passes_the_checks_and_evaluates(tmp_path):
+    """Lightning: `memsel pretrain` on a fresh run directory, then `memsel evaluate` passes its checks
+    and evaluates; another seed on that run is still refused, with nothing written."""
+    run = tmp_path / "runs" / "exp1"
+    tiny = ["--set", "data.train_stories=20", "--set", "data.test_stories=5", "--set", "pretrain.max_epochs=1"]
+    out = memsel("pretrain", "--run-dir", str(run), *tiny, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cfg = load_config(run / "config.yaml")
+    assert cfg.name == "exp1"  # from the run directory
+    for stage in ("train", "tune", "evaluate"):
+        preflight.check(cfg, stage)
+    out = memsel("evaluate", "--run-dir", str(run), "--json", *tiny, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "pretrained" in json.loads(out.stdout)
+    before = tree(run)
+    refused(memsel("train", "--run-dir", str(run), "--seed", "1", *tiny, cwd=tmp_path), "seed 0", "seed 1")
     assert tree(run) == before
