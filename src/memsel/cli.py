@@ -26,7 +26,7 @@ EPILOG = """examples:
   memsel data generate --task 2 --out data/gen --set data.distractor_density=0.2
   memsel data inspect --compare-generated ../shared/babi/tasks_1-20_v1-2/en/qa2_two-supporting-facts_train.txt
   memsel pipeline --config configs/quickstart.yaml
-  memsel pipeline --data ../shared/babi/tasks_1-20_v1-2/en --task 1 --seed 1 --json
+  memsel pipeline --data ../shared/babi/tasks_1-20_v1-2/en --task 1 --seed 1 --run-dir runs/qa1 --json
   memsel pretrain --run-dir runs/exp1 --set pretrain.max_epochs=30
   memsel train --run-dir runs/exp1 --set ppo.distill_coeff=1.0
   memsel tune --run-dir runs/exp1 --ray-address auto
@@ -41,7 +41,8 @@ def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
     g.add_argument("--config", metavar="FILE", help="YAML file overriding the defaults (see configs/)")
     g.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override one field, e.g. --set ppo.lr=1e-4 (repeatable; applied after --config)")
-    g.add_argument("--name", help="run name (default from config: quickstart); run dir is runs/<name>")
+    g.add_argument("--name", help="run name; run dir is runs/<name> (default: the name of --run-dir, or the "
+                                   "config file's name; one of them is needed)")
     g.add_argument("--run-dir", help="directory for everything this run writes (default runs/<name>)")
     g.add_argument("--seed", type=int, help="seed for data generation, splits, initialisation and sampling")
     g.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<run-dir>/mlflow.db)")
@@ -214,7 +215,7 @@ def _download(args: argparse.Namespace) -> int:
 
     target = download_babi(args.dest, url=args.url or ARCHIVE_URL, sha256=args.sha256 or ARCHIVE_SHA256,
                            force=args.force)
-    print(f"bAbI tasks in {target}\nuse them with: memsel pipeline --data {target / 'en'} --task N")
+    print(f"bAbI tasks in {target}\nuse them with: memsel pipeline --data {target / 'en'} --task N --run-dir runs/qaN")
     return 0
 
 
