@@ -248,6 +248,19 @@ def _processes() -> dict[int, tuple[int, str]]:
     return out
 
 
+def descendants(root: int) -> dict[int, str]:
+    """pid -> start time of every live descendant of ``root`` (children, their children, ...)."""
+    procs = _processes()
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        kids = [p for p, (pp, _) in procs.items() if pp == parent and p not in found]
+        found.update({p: procs[p][1] for p in kids})
+        frontier += kids
+    return found
+
+
 def _of_session(session_name: str) -> set[int]:
     found = set()
     for entry in os.listdir("/proc"):
@@ -263,13 +276,7 @@ def watch(driver: int, start: str | None, session_name: str, interval: float = 0
     whose command line names Ray session ``session_name``; returns the PIDs it signalled."""
     tracked: dict[int, str] = {}
     while _alive(driver, start):
-        procs = _processes()
-        frontier = [driver]
-        while frontier:  # every descendant of the driver, recorded before it is orphaned
-            parent = frontier.pop()
-            kids = [p for p, (pp, _) in procs.items() if pp == parent]
-            tracked.update({p: procs[p][1] for p in kids})
-            frontier += kids
+        tracked.update(descendants(driver))  # recorded before they are orphaned
         time.sleep(interval)
     targets = ({p for p, s in tracked.items() if _alive(p, s)} | _of_session(session_name)) - {os.getpid()}
     for sig in (signal.SIGTERM, signal.SIGKILL):
