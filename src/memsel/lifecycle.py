@@ -186,6 +186,17 @@ def register_run(run_id: str) -> None:
         _current.add_run(run_id)
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def take_signals() -> None:
+    """Handle SIGINT/SIGTERM again inside :func:`guarded`: ``ray.init`` installs Ray's own SIGTERM
+    handler in the driver, which dumps a stack trace and aborts the process without any cleanup."""
+    if _current is not None:
+        for s in _SIGNALS:
+            signal.signal(s, _on_signal)
+
+
 def shutdown_ray() -> None:
     """Shut down this process's Ray session, if one is up (imports nothing that is not loaded)."""
     ray = sys.modules.get("ray")
@@ -201,7 +212,7 @@ def guarded(run_dir: Path, tracking_uri: str) -> Iterator[RunLock]:
     lock = RunLock(run_dir, tracking_uri)
     lock.acquire()
     _current = lock
-    saved = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved = {s: signal.signal(s, _on_signal) for s in _SIGNALS}
     # Tune would catch SIGINT itself and return a partial result as if the sweep had ended.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     status = "FINISHED"
@@ -224,6 +235,33 @@ def guarded(run_dir: Path, tracking_uri: str) -> Iterator[RunLock]:
             _current = None
             for s, h in saved.items():
                 signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def ray_out_of_our_group() -> Iterator[None]:
+    """While a local Ray starts, spawn its head processes (GCS, raylet, monitors; the agents and workers
+    follow the raylet) each in a process group of its own.
+
+    In the driver's group, a signal to the group (a supervisor's SIGTERM to the job, ``kill -- -PGID``)
+    kills the raylet before the driver has shut Ray down, and Ray's core worker then aborts the driver
+    mid-cleanup. Outside it, only the driver gets the signal and ends Ray itself; the watchdog covers
+    the SIGKILL case. (Ray already blocks SIGINT in these processes, so Ctrl-C never reached them.)
+    Ray has no option for this: its spawning class ``ray._private.services.ConsolePopen`` is swapped.
+    """
+    from ray._private import services
+
+    original = services.ConsolePopen
+
+    class OwnGroupPopen(original):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("process_group", 0)
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnGroupPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original
 
 
 def start_watchdog(session_name: str) -> None:

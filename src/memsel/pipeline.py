@@ -56,7 +56,7 @@ def init_ray(cfg: Config | None = None) -> None:
 
     import ray
 
-    from memsel.lifecycle import start_watchdog
+    from memsel.lifecycle import ray_out_of_our_group, start_watchdog, take_signals
 
     if ray.is_initialized():
         return
@@ -68,9 +68,12 @@ def init_ray(cfg: Config | None = None) -> None:
     if address:
         log.info("joining the Ray cluster at %s", address)
         ray.init(address=address, logging_level=logging.WARNING, **hook)
+        take_signals()
         return
-    info = ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
-                    logging_level=logging.WARNING, **hook)
+    with ray_out_of_our_group():
+        info = ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
+                        logging_level=logging.WARNING, **hook)
+    take_signals()
     start_watchdog(Path(info.address_info["session_dir"]).name)
 
 

@@ -132,12 +132,15 @@ def assert_complete(run_dir: Path, before: dict[str, str], unchanged: tuple[str,
 
 
 def running_mlflow_runs(run_dir: Path) -> list[str]:
-    """Names of the runs of the run directory's store that are still RUNNING."""
-    from mlflow.tracking import MlflowClient
+    """Names of the runs of the run directory's store that are still RUNNING.
 
-    c = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
-    exps = [e.experiment_id for e in c.search_experiments()]
-    return [r.info.run_name for r in c.search_runs(exps, filter_string="attributes.status = 'RUNNING'")]
+    Read with a fresh SQLite connection: MLflow caches one engine per URI, and every test restores
+    the store at the same path from the template (a cached engine would still read the old file).
+    """
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(run_dir / "mlflow.db")) as db:
+        return [name for (name,) in db.execute("SELECT name FROM runs WHERE status = 'RUNNING'")]
 
 
 @pytest.fixture(scope="session")
@@ -149,8 +152,10 @@ def fault_config(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def complete_run(tmp_path_factory, fault_config) -> Path:
-    """A run directory with everything a complete tiny pipeline writes (about a minute on 2 cores)."""
-    base = tmp_path_factory.mktemp("complete")
+    """A run directory with everything a complete tiny pipeline writes (about a minute on 2 cores),
+    kept aside as ``<it>.template``; the tests work on ``<it>`` itself, restored from the template,
+    because a run directory records its data's absolute paths."""
+    base = tmp_path_factory.mktemp("faults")
     run_dir = base / "run"
     m = Memsel(["pipeline", "--config", str(fault_config), "--run-dir", str(run_dir)], base, base / "stderr.txt")
     try:
@@ -158,25 +163,26 @@ def complete_run(tmp_path_factory, fault_config) -> Path:
     finally:
         m.stop()
     assert set(checksums(run_dir)) == set(RESULT_FILES)
+    shutil.copytree(run_dir, base / "run.template")
     return run_dir
 
 
 @pytest.fixture
-def run_dir(complete_run, tmp_path) -> Path:
-    """A private copy of the complete run directory (the tests' cwd is ``tmp_path``)."""
-    dest = tmp_path / "run"
-    shutil.copytree(complete_run, dest)
-    return dest
+def run_dir(complete_run) -> Path:
+    """The complete run directory, as the session's pipeline left it (the tests' cwd is its parent)."""
+    shutil.rmtree(complete_run)
+    shutil.copytree(complete_run.parent / "run.template", complete_run)
+    return complete_run
 
 
 @pytest.fixture
-def memsel(tmp_path, fault_config):
+def memsel(run_dir, fault_config):
     """Start memsel commands on the test's run directory; everything they started is killed at the end."""
     started: list[Memsel] = []
 
     def start(*args: str) -> Memsel:
-        m = Memsel([*args, "--config", str(fault_config), "--run-dir", str(tmp_path / "run")], tmp_path,
-                   tmp_path / f"stderr{len(started)}.txt")
+        m = Memsel([*args, "--config", str(fault_config), "--run-dir", str(run_dir)], run_dir.parent,
+                   run_dir.parent / f"stderr{len(started)}.txt")
         started.append(m)
         return m
 
