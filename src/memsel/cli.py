@@ -311,13 +311,16 @@ def _exit_code(error: BaseException, verbose: bool) -> int:
     """
     import signal
 
-    from memsel.lifecycle import LockHeld, received_signal
+    from memsel.lifecycle import LockHeld, StageFailed, received_signal
 
     sig = received_signal() or (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
     if sig:
         print(f"memsel: stopped by {signal.Signals(sig).name}; MLflow runs of this command marked KILLED, "
               "no result file replaced", file=sys.stderr)
         return 128 + sig
+    if isinstance(error, StageFailed):
+        print(f"memsel: error: {error}", file=sys.stderr)
+        return 1
     if isinstance(error, LockHeld) or (isinstance(error, (ConfigError, OSError, ValueError)) and not verbose):
         print(f"memsel: error: {error}", file=sys.stderr)
         return 2

@@ -47,6 +47,11 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+class StageFailed(RuntimeError):
+    """A stage failed for a reason its message tells in full (a failed trial: its error and log path);
+    the CLI prints that one line and exits 1, without a traceback of its own."""
+
+
 class LockHeld(RuntimeError):
     """Another live memsel command holds the run directory."""
 

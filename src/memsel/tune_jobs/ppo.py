@@ -94,6 +94,10 @@ class ProgressCallback(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         log.error("%s %s failed: %s", self.stage, trial.trial_id, trial_error(trial))
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log.warning("%s %s failed, restarting it (tune.max_failures): %s", self.stage, trial.trial_id,
+                    trial_error(trial))
+
 
 def trial_error(trial: Any) -> str:
     """A failed trial, told by itself: the last line of its error and where its full log is."""
@@ -107,7 +111,7 @@ def trial_error(trial: Any) -> str:
 
 def _check_complete(grid: Any, stage: str) -> None:
     """Refuse to export from a sweep that did not end: a signal, a failed trial, a trial left unfinished."""
-    from memsel.lifecycle import Interrupted, received_signal
+    from memsel.lifecycle import Interrupted, StageFailed, received_signal
 
     sig = received_signal()
     if sig:
@@ -115,11 +119,11 @@ def _check_complete(grid: Any, stage: str) -> None:
     trials = grid._experiment_analysis.trials
     failed = [t for t in trials if t.status == "ERROR"]
     if failed:
-        raise RuntimeError(f"{stage}: {len(failed)} of {len(trials)} trial(s) failed; trial {failed[0].trial_id}: "
+        raise StageFailed(f"{stage}: {len(failed)} of {len(trials)} trial(s) failed; trial {failed[0].trial_id}: "
                            f"{trial_error(failed[0])}")
     unfinished = [t.trial_id for t in trials if t.status != "TERMINATED"]
     if unfinished:
-        raise RuntimeError(f"{stage}: the sweep ended with trials {unfinished} unfinished; nothing exported")
+        raise StageFailed(f"{stage}: the sweep ended with trials {unfinished} unfinished; nothing exported")
 
 
 def _curve(result: Any) -> list[dict[str, float]]:
