@@ -243,19 +243,23 @@ def guarded(run_dir: Path, tracking_uri: str) -> Iterator[RunLock]:
 
 
 @contextlib.contextmanager
-def ray_out_of_our_group() -> Iterator[None]:
-    """While a local Ray starts, spawn its head processes (GCS, raylet, monitors; the agents and workers
-    follow the raylet) each in a process group of its own.
+def local_ray_settings() -> Iterator[None]:
+    """While a local Ray starts: its head processes (GCS, raylet, monitors; the agents and workers
+    follow the raylet) each in a process group of its own, and its node address the loopback one.
 
     In the driver's group, a signal to the group (a supervisor's SIGTERM to the job, ``kill -- -PGID``)
     kills the raylet before the driver has shut Ray down, and Ray's core worker then aborts the driver
     mid-cleanup. Outside it, only the driver gets the signal and ends Ray itself; the watchdog covers
     the SIGKILL case. (Ray already blocks SIGINT in these processes, so Ctrl-C never reached them.)
     Ray has no option for this: its spawning class ``ray._private.services.ConsolePopen`` is swapped.
-    """
-    from ray._private import services
 
-    original = services.ConsolePopen
+    Ray turns ``_node_ip_address="127.0.0.1"`` into the machine's external address unless
+    ``ENABLE_RAY_CLUSTER`` is off (its macOS/Windows default); the environment variable carries that
+    to the processes Ray starts.
+    """
+    from ray._private import ray_constants, services
+
+    original, cluster = services.ConsolePopen, ray_constants.ENABLE_RAY_CLUSTER
 
     class OwnGroupPopen(original):
         def __init__(self, *args, **kwargs):
@@ -263,10 +267,12 @@ def ray_out_of_our_group() -> Iterator[None]:
             super().__init__(*args, **kwargs)
 
     services.ConsolePopen = OwnGroupPopen
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
     try:
         yield
     finally:
-        services.ConsolePopen = original
+        services.ConsolePopen, ray_constants.ENABLE_RAY_CLUSTER = original, cluster
 
 
 def start_watchdog(session_name: str) -> None:

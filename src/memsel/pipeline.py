@@ -56,7 +56,7 @@ def init_ray(cfg: Config | None = None) -> None:
 
     import ray
 
-    from memsel.lifecycle import ray_out_of_our_group, start_watchdog, take_signals
+    from memsel.lifecycle import local_ray_settings, start_watchdog, take_signals
 
     if ray.is_initialized():
         return
@@ -70,7 +70,7 @@ def init_ray(cfg: Config | None = None) -> None:
         ray.init(address=address, logging_level=logging.WARNING, **hook)
         take_signals()
         return
-    with ray_out_of_our_group():
+    with local_ray_settings():
         info = ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
                         logging_level=logging.WARNING, **hook)
     take_signals()
