@@ -85,6 +85,14 @@ class Memsel:
         self.track()
         os.kill(self.proc.pid, signal.SIGKILL)
 
+    def listening_outside_loopback(self) -> list[str]:
+        """``address process`` of every socket the command's processes listen on beyond 127.0.0.1."""
+        self.track()
+        out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+        pids = {f"pid={p}," for p in self.seen}
+        return [f"{cols[3]} {cols[-1]}" for cols in map(str.split, out.splitlines())
+                if any(p in cols[-1] for p in pids) and not re.match(r"(\[::ffff:)?127\.0\.0\.1\]?:", cols[3])]
+
     def wait(self, timeout: float = 90) -> int:
         return self.proc.wait(timeout=timeout)
 

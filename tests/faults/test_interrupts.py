@@ -81,6 +81,7 @@ def test_train_sigkill_of_the_driver_leaves_no_ray_process(memsel, check, run_di
     m.wait_for(PPO_ITER)
     m.track()
     assert len(m.seen) > 4, "Ray's processes were not seen"
+    assert m.listening_outside_loopback() == []
     m.kill_driver()
     m.wait()
     assert m.left(grace=15) == [], "orphans of the killed driver's Ray"
