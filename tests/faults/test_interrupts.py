@@ -38,66 +38,60 @@ def _stopped(m, sig: int) -> None:
     assert m.left() == [], "processes left: " + ", ".join(map(str, m.left(0)))
 
 
-def test_pretrain_sigint_mid_training_and_a_second_command_refused(memsel, check, run_dir):
+def _fault(memsel, check, run_dir: Path, args: list[str], point: str, sig: int,
+           replaced: tuple[str, ...] = (), before_signal=None) -> None:
+    """Start ``memsel *args``, wait for ``point`` on its stderr, send ``sig`` (SIGKILL: to the driver
+    alone; else to the group, as Ctrl-C does), check what it left, then run the next command.
+    ``replaced``: result files that stages finished before the signal may have replaced (with whole ones)."""
     before = check.checksums(run_dir)
-    m = memsel("pretrain", "--set", "pretrain.max_epochs=200")
-    m.wait_for(EPOCH)
-    second = memsel("evaluate")
-    assert second.wait() == 2
-    assert f"in use by memsel PID {m.proc.pid}" in second.stderr()
-    m.signal_group(signal.SIGINT)
-    _stopped(m, signal.SIGINT)
-    assert check.running_mlflow_runs(run_dir) == []  # marked KILLED by the command itself
-    check.assert_complete(run_dir, before)
-    _next_command_recovers(memsel, check, run_dir, killed=False)
+    m = memsel(*args)
+    m.wait_for(point)
+    if before_signal:
+        before_signal(m)
+    if sig == signal.SIGKILL:
+        m.kill_driver()
+        m.wait()
+        assert m.left(grace=15) == [], "processes outlived the killed driver"
+    else:
+        m.signal_group(sig)
+        _stopped(m, sig)
+        assert check.running_mlflow_runs(run_dir) == []  # marked KILLED by the command itself
+    check.assert_complete(run_dir, before, unchanged=tuple(f for f in before if f not in replaced))
+    _next_command_recovers(memsel, check, run_dir, killed=sig == signal.SIGKILL)
+
+
+def test_pretrain_sigint_mid_training_and_a_second_command_refused(memsel, check, run_dir):
+    def second_command_refused(m) -> None:
+        second = memsel("evaluate")
+        assert second.wait() == 2
+        assert f"in use by memsel PID {m.proc.pid}" in second.stderr()
+
+    _fault(memsel, check, run_dir, ["pretrain", "--set", "pretrain.max_epochs=200"], EPOCH, signal.SIGINT,
+           before_signal=second_command_refused)
 
 
 def test_pretrain_sigkill_mid_training(memsel, check, run_dir):
-    before = check.checksums(run_dir)
-    m = memsel("pretrain", "--set", "pretrain.max_epochs=200")
-    m.wait_for(EPOCH)
-    m.kill_driver()
-    m.wait()
-    assert m.left() == []
-    assert check.running_mlflow_runs(run_dir) != []  # what a SIGKILL leaves: the next command cleans up
-    check.assert_complete(run_dir, before)
-    _next_command_recovers(memsel, check, run_dir, killed=True)
+    _fault(memsel, check, run_dir, ["pretrain", "--set", "pretrain.max_epochs=200"], EPOCH, signal.SIGKILL)
 
 
 def test_train_sigterm_mid_training(memsel, check, run_dir):
-    before = check.checksums(run_dir)
-    m = memsel("train", "--set", "ppo.iterations=50")
-    m.wait_for(PPO_ITER)
-    m.signal_group(signal.SIGTERM)  # what `ray job stop` and most supervisors send
-    _stopped(m, signal.SIGTERM)
-    assert check.running_mlflow_runs(run_dir) == []
-    check.assert_complete(run_dir, before)
-    _next_command_recovers(memsel, check, run_dir, killed=False)
+    # SIGTERM to the group: what `ray job stop` and most supervisors send
+    _fault(memsel, check, run_dir, ["train", "--set", "ppo.iterations=50"], PPO_ITER, signal.SIGTERM)
 
 
 def test_train_sigkill_of_the_driver_leaves_no_ray_process(memsel, check, run_dir):
-    before = check.checksums(run_dir)
-    m = memsel("train", "--set", "ppo.iterations=50")
-    m.wait_for(PPO_ITER)
-    m.track()
-    assert len(m.seen) > 4, "Ray's processes were not seen"
-    assert m.listening_outside_loopback() == []
-    m.kill_driver()
-    m.wait()
-    assert m.left(grace=15) == [], "orphans of the killed driver's Ray"
-    check.assert_complete(run_dir, before)
-    _next_command_recovers(memsel, check, run_dir, killed=True)
+    def ray_is_up_on_loopback_only(m) -> None:
+        m.track()
+        assert len(m.seen) > 4, "Ray's processes were not seen"
+        assert m.listening_outside_loopback() == []
+
+    _fault(memsel, check, run_dir, ["train", "--set", "ppo.iterations=50"], PPO_ITER, signal.SIGKILL,
+           before_signal=ray_is_up_on_loopback_only)
 
 
 def test_tune_sigint_mid_sweep_exports_nothing(memsel, check, run_dir):
-    before = check.checksums(run_dir)
-    m = memsel("tune", "--set", "tune.iterations=20", "--set", "tune.num_samples=3")
-    m.wait_for(TUNE_ITER)
-    m.signal_group(signal.SIGINT)
-    _stopped(m, signal.SIGINT)
-    assert check.running_mlflow_runs(run_dir) == []
-    check.assert_complete(run_dir, before)
-    _next_command_recovers(memsel, check, run_dir, killed=False)
+    _fault(memsel, check, run_dir, ["tune", "--set", "tune.iterations=20", "--set", "tune.num_samples=3"],
+           TUNE_ITER, signal.SIGINT)
 
 
 def test_evaluate_sigint(memsel, check, run_dir):
@@ -113,24 +107,10 @@ def test_evaluate_sigint(memsel, check, run_dir):
     _next_command_recovers(memsel, check, run_dir, killed=False)
 
 
-@pytest.mark.parametrize("point, sig", [
-    (r"\[1/4\]", signal.SIGKILL),  # just after data preparation, before Lightning starts
-    (r"\[2/4\]", signal.SIGTERM),  # while the local Ray starts
-    (TUNE_ITER, signal.SIGINT),  # mid-sweep, after pretrain and PPO replaced their files
+@pytest.mark.parametrize("point, sig, replaced", [
+    (r"\[1/4\]", signal.SIGKILL, ()),  # just after data preparation, before Lightning starts
+    (r"\[2/4\]", signal.SIGTERM, ("pretrain/selector.pt",)),  # while the local Ray starts
+    (TUNE_ITER, signal.SIGINT, ("pretrain/selector.pt", "ppo/selector.pt")),  # mid-sweep
 ])
-def test_pipeline(memsel, check, run_dir, point, sig):
-    before = check.checksums(run_dir)
-    m = memsel("pipeline", "--set", "tune.iterations=20")
-    m.wait_for(point)
-    if sig == signal.SIGKILL:
-        m.kill_driver()
-        m.wait()
-        assert m.left(grace=15) == []
-    else:
-        m.signal_group(sig)
-        _stopped(m, sig)
-    # what the stages before the signal finished they replaced with complete files; the rest is as it was
-    done = {r"\[1/4\]": (), r"\[2/4\]": ("pretrain/selector.pt",),
-            TUNE_ITER: ("pretrain/selector.pt", "ppo/selector.pt")}[point]
-    check.assert_complete(run_dir, before, unchanged=tuple(f for f in before if f not in done))
-    _next_command_recovers(memsel, check, run_dir, killed=sig == signal.SIGKILL)
+def test_pipeline(memsel, check, run_dir, point, sig, replaced):
+    _fault(memsel, check, run_dir, ["pipeline", "--set", "tune.iterations=20"], point, sig, replaced)
