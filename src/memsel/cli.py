@@ -219,7 +219,7 @@ def _finish(cfg: Config, results: dict, as_json: bool, saved: list[str], with_ti
     """Print the results table and where everything is; with ``as_json`` one JSON object: method ->
     metrics (and, after a pipeline, "timings": seconds per stage)."""
     from memsel.evaluate import format_table
-    from memsel.tracking import ui_hint
+    from memsel.tracking import experiment_name, ui_hint
 
     if as_json:
         timings = cfg.layout.timings
@@ -232,7 +232,7 @@ def _finish(cfg: Config, results: dict, as_json: bool, saved: list[str], with_ti
     print(f"Results:  {cfg.run_path}")
     for item in saved:
         print(f"          {item}")
-    print(f"MLflow:   {cfg.resolved_tracking_uri}  (experiment '{cfg.experiment}')")
+    print(f"MLflow:   {cfg.resolved_tracking_uri}  (experiment '{experiment_name(cfg)}')")
     print(f"Open it:  {ui_hint(cfg)}")
 
 

@@ -9,6 +9,8 @@ Each stage reads and writes the run directory (``runs/<name>`` by default):
     tune/selector.pt         best sweep trial's network; ray_results/tune holds every trial
     results.json, results.png, results.txt   the evaluation
     mlflow.db                MLflow tracking store (unless --tracking-uri points elsewhere)
+    mlartifacts/             MLflow artifacts of this directory's runs (a local store's artifact root)
+    .memsel.lock             while a command runs: its PID and MLflow runs (memsel.lifecycle)
 """
 
 from __future__ import annotations
