@@ -36,3 +36,22 @@ def test_config_params_and_ui_hint(tmp_path):
     assert str(tmp_path / "mlflow.db") in ui_hint(cfg)
     cfg_http = load_config(None, ["tracking_uri=http://127.0.0.1:5000"])
     assert ui_hint(cfg_http).startswith("open http://127.0.0.1:5000")
+
+
+def test_artifacts_live_in_the_run_directory_one_experiment_per_directory(tmp_path, monkeypatch):
+    from memsel.tracking import artifact_root, client, experiment_id, experiment_name
+
+    monkeypatch.chdir(tmp_path)
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    a = load_config(None, [f"run_dir={tmp_path / 'a'}", f"tracking_uri={shared}"])
+    b = load_config(None, [f"run_dir={tmp_path / 'b'}", f"tracking_uri={shared}"])
+    ea, eb = experiment_id(a), experiment_id(b)
+    assert ea != eb and experiment_name(a) == "memsel" and str(tmp_path / "b") in experiment_name(b)
+    c = client(a)
+    assert c.get_experiment(ea).artifact_location == artifact_root(a) == (tmp_path / "a" / "mlartifacts").as_uri()
+    assert c.get_experiment(eb).artifact_location == (tmp_path / "b" / "mlartifacts").as_uri()
+    run = c.create_run(eb)
+    c.log_text(run.info.run_id, "x", "note.txt")
+    assert (tmp_path / "b" / "mlartifacts" / run.info.run_id / "artifacts" / "note.txt").is_file()
+    assert not (tmp_path / "mlruns").exists()
+    assert artifact_root(load_config(None, ["tracking_uri=http://127.0.0.1:5000"])) is None

@@ -223,7 +223,7 @@ def _finish(cfg: Config, results: dict, as_json: bool, saved: list[str], with_ti
     """Print the results table and where everything is; with ``as_json`` one JSON object: method ->
     metrics (and, after a pipeline, "timings": seconds per stage)."""
     from memsel.evaluate import format_table
-    from memsel.tracking import ui_hint
+    from memsel.tracking import experiment_name, ui_hint
 
     if as_json:
         timings = cfg.layout.timings
@@ -236,7 +236,7 @@ def _finish(cfg: Config, results: dict, as_json: bool, saved: list[str], with_ti
     print(f"Results:  {cfg.run_path}")
     for item in saved:
         print(f"          {item}")
-    print(f"MLflow:   {cfg.resolved_tracking_uri}  (experiment '{cfg.experiment}')")
+    print(f"MLflow:   {cfg.resolved_tracking_uri}  (experiment '{experiment_name(cfg)}')")
     print(f"Open it:  {ui_hint(cfg)}")
 
 
@@ -269,6 +269,14 @@ def run(argv: list[str] | None = None) -> int:
         print(f"wrote {train}\nwrote {test}")
         return 0
 
+    from memsel.lifecycle import guarded
+
+    with guarded(cfg.run_path, cfg.resolved_tracking_uri):
+        return _run_stage(args, cfg)
+
+
+def _run_stage(args: argparse.Namespace, cfg: Config) -> int:
+    """pretrain, train, tune, evaluate or pipeline on ``cfg``'s run directory (which the caller holds)."""
     from memsel import pipeline
     from memsel.data.prepare import prepare_data
 
@@ -300,20 +308,45 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exit_code(error: BaseException, verbose: bool) -> int:
+    """The exit code of a command that raised ``error`` (after one line on stderr), or re-raise it.
+
+    A signal decides first, whatever exception it turned into on the way out (Lightning turns
+    Ctrl-C into ``SystemExit(1)``): 128 + its number, as a shell reports a process a signal ended.
+    """
+    import signal
+
+    from memsel.lifecycle import LockHeld, StageFailed, received_signal
+
+    sig = received_signal() or (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
+    if sig:
+        print(f"memsel: stopped by {signal.Signals(sig).name}; MLflow runs of this command marked KILLED, "
+              "no result file replaced", file=sys.stderr)
+        return 128 + sig
+    if isinstance(error, StageFailed):
+        print(f"memsel: error: {error}", file=sys.stderr)
+        return 1
+    if isinstance(error, LockHeld) or (isinstance(error, (ConfigError, OSError, ValueError)) and not verbose):
+        print(f"memsel: error: {error}", file=sys.stderr)
+        return 2
+    raise error
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The ``memsel`` console script: :func:`run`, with errors and signals turned into exit codes
+    (2: bad input or a run directory in use; 130/143: SIGINT/SIGTERM)."""
     try:
         code = run(argv)
     except BrokenPipeError:  # e.g. `memsel data inspect ... | head`: the reader left, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         code = 1
-    except (ConfigError, OSError, ValueError) as e:
-        if "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv):
-            raise
-        print(f"memsel: error: {e}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        print("memsel: interrupted", file=sys.stderr)
-        code = 130
+    except BaseException as e:  # noqa: BLE001 - _exit_code re-raises what it does not know
+        code = _exit_code(e, "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv))
+    else:
+        from memsel.lifecycle import received_signal
+
+        if received_signal():  # a library swallowed the signal's exception: still an interrupted command
+            code = _exit_code(KeyboardInterrupt(), False)
     sys.exit(code)
 
 

@@ -346,6 +346,8 @@ class TuneSettings:
         "distill_coeff": {"choice": [0.0, 0.1, 0.5, 1.0]},
     }, metadata={"convert": _spelled_numbers})
     """ppo field -> {kind: args}, kind one of choice, grid, uniform, loguniform, randint."""
+    max_failures: int = 0
+    """Times Tune restarts a failed trial (train and tune) before reporting it failed; 0 = never."""
 
     def validate(self, p: str = "tune") -> None:
         _check(self.num_samples >= 0, f"{p}.num_samples", "an integer >= 0 (0 = `memsel pipeline` skips the sweep)",
@@ -373,6 +375,8 @@ class TuneSettings:
                        "[low, high] with low < high", args)
             if kind == "loguniform":
                 _check(numbers[0] > 0, f"{p}.search_space.{key}.{kind}", "a low bound > 0", args)
+        _check(isinstance(self.max_failures, int) and self.max_failures >= 0, f"{p}.max_failures",
+               "an integer >= 0", self.max_failures)
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")

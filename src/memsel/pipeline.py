@@ -9,6 +9,8 @@ Each stage reads and writes the run directory (``runs/<name>`` by default):
     tune/selector.pt         best sweep trial's network; ray_results/tune holds every trial
     results.json, results.png, results.txt   the evaluation
     mlflow.db                MLflow tracking store (unless --tracking-uri points elsewhere)
+    mlartifacts/             MLflow artifacts of this directory's runs (a local store's artifact root)
+    .memsel.lock             while a command runs: its PID and MLflow runs (memsel.lifecycle)
 """
 
 from __future__ import annotations
@@ -42,28 +44,39 @@ def _plugin_hook(modules: list[str]):
     return import_config_plugins
 
 
-def init_ray(cfg: Config) -> None:
+def init_ray(cfg: Config | None = None) -> None:
     """Join ``cfg.ray_address`` (or, without one, the cluster that ``RAY_ADDRESS`` names, as inside a
-    Ray job), else start a new local Ray of our own; reuse a session that is already up.
+    Ray job), else start a new local Ray of our own; reuse a session that is already up. The one
+    place in memsel that starts Ray (``cfg`` None: a local Ray with no plug-ins, as benchmarks want).
 
     A plain ``ray.init()`` would join any cluster that ``ray start`` left running on this machine,
-    so that a "local" run would die with somebody else's cluster: memsel asks for ``"local"``.
+    so that a "local" run would die with somebody else's cluster (or hang retrying a dead one's
+    GCS): memsel asks for ``"local"``. A local Ray listens on 127.0.0.1 only, and a watchdog
+    (memsel.lifecycle) kills its processes if this driver dies without shutting it down.
     """
     import os
 
     import ray
 
+    from memsel.lifecycle import local_ray_settings, start_watchdog, take_signals
+
     if ray.is_initialized():
         return
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS", "")
+    address = (cfg.ray_address if cfg else "") or os.environ.get("RAY_ADDRESS", "")
+    plugins = list(cfg.plugins) if cfg else []
     # Every worker (env runners, learners, Tune trials) imports the config's plug-ins before it builds
     # anything, so that their components are registered there too.
-    hook = {"runtime_env": {"worker_process_setup_hook": _plugin_hook(list(cfg.plugins))}} if cfg.plugins else {}
+    hook = {"runtime_env": {"worker_process_setup_hook": _plugin_hook(plugins)}} if plugins else {}
     if address:
         log.info("joining the Ray cluster at %s", address)
         ray.init(address=address, logging_level=logging.WARNING, **hook)
-    else:
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, **hook)
+        take_signals()
+        return
+    with local_ray_settings():
+        info = ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1",
+                        logging_level=logging.WARNING, **hook)
+    take_signals()
+    start_watchdog(Path(info.address_info["session_dir"]).name)
 
 
 _SPLIT_STREAMS = {"train": 1, "val": 2, "test": 3}

@@ -14,6 +14,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from memsel.config import Config
+from memsel.lifecycle import register_run
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,40 @@ def client(cfg: Config) -> MlflowClient:
     return MlflowClient(tracking_uri=cfg.resolved_tracking_uri)
 
 
+def artifact_root(cfg: Config) -> str | None:
+    """Where the run directory's MLflow artifacts go: ``<run_dir>/mlartifacts`` for a local store
+    (without it, MLflow would put them in ``./mlruns`` of whatever folder the command ran in); None
+    for a tracking server, which keeps its own."""
+    if cfg.resolved_tracking_uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return (cfg.run_path.resolve() / "mlartifacts").as_uri()
+
+
+def experiment_name(cfg: Config) -> str:
+    """The MLflow experiment of this run directory: ``cfg.experiment``, unless the store already has
+    that experiment with its artifacts elsewhere (a store shared by run directories, or one created
+    before artifacts were kept in the run directory): then ``<experiment> @ <run dir>``."""
+    root = artifact_root(cfg)
+    if root is None:
+        return cfg.experiment
+    exp = client(cfg).get_experiment_by_name(cfg.experiment)
+    if exp is None or exp.artifact_location == root:
+        return cfg.experiment
+    return f"{cfg.experiment} @ {cfg.run_path.resolve()}"
+
+
 def experiment_id(cfg: Config) -> str:
-    c = client(cfg)
-    exp = c.get_experiment_by_name(cfg.experiment)
-    return exp.experiment_id if exp else c.create_experiment(cfg.experiment)
+    """The id of :func:`experiment_name`'s experiment, created (artifacts under :func:`artifact_root`) if needed."""
+    from mlflow.exceptions import MlflowException
+
+    c, name = client(cfg), experiment_name(cfg)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name, artifact_location=artifact_root(cfg))
+    except MlflowException:  # another process created it meanwhile
+        return c.get_experiment_by_name(name).experiment_id
 
 
 def log_config(c: MlflowClient, run_id: str, cfg: Config) -> None:
@@ -54,8 +85,10 @@ def lightning_logger(cfg: Config, stage: str = "pretrain"):
     from lightning.pytorch.loggers import MLFlowLogger
 
     experiment_id(cfg)  # create the experiment up front: concurrent creators race otherwise
-    logger = MLFlowLogger(experiment_name=cfg.experiment, tracking_uri=cfg.resolved_tracking_uri,
-                          run_name=f"{cfg.name}/{stage}", tags=run_tags(cfg, stage), log_model=True)
+    logger = MLFlowLogger(experiment_name=experiment_name(cfg), tracking_uri=cfg.resolved_tracking_uri,
+                          run_name=f"{cfg.name}/{stage}", tags=run_tags(cfg, stage), log_model=True,
+                          artifact_location=artifact_root(cfg))
+    register_run(logger.run_id)
     log_config(logger.experiment, logger.run_id, cfg)
     return logger
 
@@ -81,7 +114,8 @@ def tracked_metrics(result: dict) -> dict[str, float]:
 
 
 def tune_callback(cfg: Config, stage: str):
-    """Tune's MLflow callback: one MLflow run per trial, every numeric result key every iteration."""
+    """Tune's MLflow callback: one MLflow run per trial, the learning metrics every iteration; every
+    run it opens ends FINISHED or FAILED (or KILLED, by memsel.lifecycle, when the command is stopped)."""
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     class MemselMLflowLoggerCallback(MLflowLoggerCallback):
@@ -89,8 +123,9 @@ def tune_callback(cfg: Config, stage: str):
         logs the learning metrics of each result (see :func:`tracked_metrics`)."""
 
         def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
-            self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=tracked_metrics(result),
-                                         step=result["training_iteration"])
+            if trial in self._trial_runs:
+                self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=tracked_metrics(result),
+                                             step=result["training_iteration"])
 
         def log_trial_start(self, trial: Any) -> None:
             new = trial not in self._trial_runs
@@ -98,13 +133,26 @@ def tune_callback(cfg: Config, stage: str):
             if new:
                 c = MlflowClient(tracking_uri=cfg.resolved_tracking_uri)
                 run_id = self._trial_runs[trial]
+                register_run(run_id)
                 # Readable names in the MLflow UI: <run>/<stage>/<trial id>.
                 c.set_tag(run_id, "mlflow.runName", f"{cfg.name}/{stage}/{trial.trial_id}")
                 c.set_tag(run_id, "memsel.trial_id", trial.trial_id)
                 log_config(c, run_id, cfg)
 
+        def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+            # A trial that failed before it started has no run (Ray's callback raised KeyError here,
+            # hiding the trial's own error); a failed artifact upload must not hide it either.
+            if trial not in self._trial_runs:
+                return
+            try:
+                super().log_trial_end(trial, failed)
+            except Exception as e:
+                log.warning("MLflow: ending the run of trial %s: %s", trial.trial_id, e)
+                MlflowClient(tracking_uri=cfg.resolved_tracking_uri).set_terminated(
+                    self._trial_runs[trial], "FAILED" if failed else "FINISHED")
+
     experiment_id(cfg)
-    return MemselMLflowLoggerCallback(tracking_uri=cfg.resolved_tracking_uri, experiment_name=cfg.experiment,
+    return MemselMLflowLoggerCallback(tracking_uri=cfg.resolved_tracking_uri, experiment_name=experiment_name(cfg),
                                       tags=run_tags(cfg, stage), save_artifact=True)
 
 
@@ -142,6 +190,7 @@ def log_evaluation(cfg: Config, results: dict[str, dict[str, float]], artifacts:
     c = client(cfg)
     run = c.create_run(experiment_id(cfg), run_name=f"{cfg.name}/evaluate", tags=run_tags(cfg, "evaluate"))
     rid = run.info.run_id
+    register_run(rid)
     log_config(c, rid, cfg)
     now = int(time.time() * 1000)
     metrics = [Metric(f"test/{method}/{name}", value, now, 0)
@@ -158,5 +207,5 @@ def ui_hint(cfg: Config) -> str:
     """The command that opens this run's MLflow store in a browser."""
     uri = cfg.resolved_tracking_uri
     if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser (experiment '{cfg.experiment}')"
+        return f"open {uri} in a browser (experiment '{experiment_name(cfg)}')"
     return f".venv/bin/mlflow ui --backend-store-uri {uri} --port 5000   # then open http://127.0.0.1:5000"

@@ -125,8 +125,12 @@ def run(args: argparse.Namespace) -> list[dict]:
     if not args.no_ppo:
         import ray
 
+        from memsel.pipeline import init_ray
+
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+            # init_ray: a local Ray of our own (a plain ray.init() joined, or hung on, whatever cluster
+            # `ray start` had left on the machine), on loopback, cleaned up if this process dies.
+            init_ray(None)
             started_ray = True
     records = []
     try:

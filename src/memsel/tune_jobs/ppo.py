@@ -9,6 +9,7 @@ runs unchanged on a laptop's local Ray or on a cluster (``--ray-address``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -91,7 +92,38 @@ class ProgressCallback(tune.Callback):
                  self.iterations, "  ".join(parts))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        log.error("%s %s failed; see %s", self.stage, trial.trial_id, trial.local_path)
+        log.error("%s %s failed: %s", self.stage, trial.trial_id, trial_error(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        log.warning("%s %s failed, restarting it (tune.max_failures): %s", self.stage, trial.trial_id,
+                    trial_error(trial))
+
+
+def trial_error(trial: Any) -> str:
+    """A failed trial, told by itself: the last line of its error and where its full log is."""
+    text = ""
+    path = Path(getattr(trial, "error_file", None) or Path(trial.local_path or "") / "error.txt")
+    with contextlib.suppress(OSError):
+        text = path.read_text(encoding="utf-8", errors="replace")
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return f"{lines[-1].strip() if lines else 'no error text'} (full error: {path}; trial log: {trial.local_path})"
+
+
+def _check_complete(grid: Any, stage: str) -> None:
+    """Refuse to export from a sweep that did not end: a signal, a failed trial, a trial left unfinished."""
+    from memsel.lifecycle import Interrupted, StageFailed, received_signal
+
+    sig = received_signal()
+    if sig:
+        raise Interrupted(sig)
+    trials = grid._experiment_analysis.trials
+    failed = [t for t in trials if t.status == "ERROR"]
+    if failed:
+        raise StageFailed(f"{stage}: {len(failed)} of {len(trials)} trial(s) failed; trial {failed[0].trial_id}: "
+                           f"{trial_error(failed[0])}")
+    unfinished = [t.trial_id for t in trials if t.status != "TERMINATED"]
+    if unfinished:
+        raise StageFailed(f"{stage}: the sweep ended with trials {unfinished} unfinished; nothing exported")
 
 
 def _curve(result: Any) -> list[dict[str, float]]:
@@ -178,11 +210,10 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
         callbacks=[tune_callback(cfg, stage), ProgressCallback(stage, iterations)], verbose=0,
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=cfg.ppo.checkpoint_every,
                                                 checkpoint_at_end=True, num_to_keep=2),
-        failure_config=tune.FailureConfig(max_failures=0))
+        failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures))
     grid = tune.Tuner(ppo_config.algo_class, param_space=ppo_config, tune_config=tune_config,
                       run_config=run_config).fit()
-    if grid.errors:
-        raise RuntimeError(f"{stage}: {len(grid.errors)} trial(s) failed; first error: {grid.errors[0]}")
+    _check_complete(grid, stage)
     best = grid.get_best_result(metric=metric, mode="max", scope="last")
     if best.checkpoint is None:
         raise RuntimeError(f"{stage}: the best trial left no checkpoint under {cfg.layout.ray_results}")
