@@ -9,7 +9,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -63,10 +62,9 @@ def tiny_run(run_dir: Path, seed: int = 0, selector: bool = True) -> Path:
 
 def test_metric_typo_is_refused_with_a_suggestion(tmp_path):
     run = tmp_path / "run"
-    t = time.perf_counter()
     out = memsel("tune", "--run-dir", str(run), "--set", "tune.metric=env_runners/episode_reward_mean", cwd=tmp_path)
     refused(out, "'tune.metric'", "'env_runners/episode_reward_mean'", "did you mean 'env_runners/episode_return_mean'")
-    assert time.perf_counter() - t < 30 and not run.exists()
+    assert not run.exists()  # refused before data preparation or Ray: nothing written
 
 
 def test_unloadable_reader_is_refused(tmp_path):
@@ -88,10 +86,9 @@ def test_more_env_runners_than_cpus_is_refused(tmp_path):
 @pytest.mark.parametrize("stage", ["train", "tune"])
 def test_ppo_without_pretraining_is_refused_before_data_or_ray(tmp_path, stage):
     run = tmp_path / "run"
-    t = time.perf_counter()
     out = memsel(stage, "--run-dir", str(run), cwd=tmp_path)
     refused(out, str(run / "pretrain" / "selector.pt"), "memsel pretrain", "ppo.use_pretrained=false")
-    assert time.perf_counter() - t < 30 and not run.exists()
+    assert not run.exists()  # refused before data preparation or Ray: nothing written
 
 
 def test_evaluate_missing_or_misspelt_run_dir_creates_nothing(tmp_path):

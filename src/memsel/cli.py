@@ -271,6 +271,8 @@ def run(argv: list[str] | None = None) -> int:
 
     from memsel.lifecycle import guarded
 
+    # Before the lock (which creates the run directory): a refused command writes nothing at all.
+    preflight.check(cfg, args.command)
     with guarded(cfg.run_path, cfg.resolved_tracking_uri):
         return _run_stage(args, cfg)
 
@@ -280,7 +282,6 @@ def _run_stage(args: argparse.Namespace, cfg: Config) -> int:
     from memsel import pipeline
     from memsel.data.prepare import prepare_data
 
-    preflight.check(cfg, args.command)  # before anything is written, data prepared or Ray started
     as_json = bool(getattr(args, "json", False))
     with stdout_to_stderr(as_json):
         pipeline.save_run_config(cfg)
@@ -292,9 +293,6 @@ def _run_stage(args: argparse.Namespace, cfg: Config) -> int:
                 path = pipeline.stage_pretrain(cfg, data)
                 print(f"pretrained selector: {path}")
                 return 0
-            if args.command == "tune" and cfg.tune.num_samples == 0:
-                raise ConfigError("tune.num_samples: expected an integer >= 1 for `memsel tune` (0 only tells "
-                                  "`memsel pipeline` to skip the sweep)")
             if args.command in ("train", "tune"):
                 outcome = pipeline.stage_ppo(cfg, data, sweep=args.command == "tune")
                 print(f"fine-tuned selector: {outcome.selector_path}\nRLlib checkpoint:    {outcome.checkpoint}")
