@@ -47,8 +47,14 @@ def test_sampled_budget_is_fixed_per_seed_and_split(prepared):
 def test_evaluate_command_reports_support_outside_the_budget(tmp_path, capfd):
     from memsel.cli import run
 
-    argv = ["evaluate", "--run-dir", str(tmp_path), "--set", "data.train_stories=10", "--set",
-            "data.test_stories=10", "--set", "env.budget_strategy=truncate", "--set", "env.memory_budget=1", "--json"]
+    from memsel.data.prepare import prepare_data
+    from memsel.network import Selector
+
+    sets = ["data.train_stories=10", "data.test_stories=10", "env.budget_strategy=truncate", "env.memory_budget=1"]
+    # evaluate needs a trained run: its prepared data and a selector (an untrained one will do here)
+    cfg = load_config(None, sets, run_dir=str(tmp_path))
+    Selector(cfg.selector, prepare_data(cfg).spec).save(cfg.layout.pretrained_selector)
+    argv = ["evaluate", "--run-dir", str(tmp_path), *(a for item in sets for a in ("--set", item)), "--json"]
     assert run(argv) == 0
     results = json.loads(capfd.readouterr().out)
     assert results["random"]["support_outside_budget"] > 0

@@ -144,7 +144,7 @@ def test_run_name_comes_from_the_run_dir_unless_given(tmp_path):
     assert load_config(None, name="mine").run_path.name == "mine"
     quick = REPO / "configs" / "quickstart.yaml"
     assert load_config(quick, require_name=True).name == "quickstart"  # `make run` may use runs/quickstart
-    assert load_config(quick, run_dir=str(tmp_path / "exp2")).name == "exp2"  # the flag is more specific
+    assert load_config(quick, run_dir=str(tmp_path / "exp2")).name == "quickstart"  # the file names its runs
     assert load_config(None, ["run_dir=runs/exp3"], require_name=True).name == "exp3"
     with pytest.raises(ConfigError, match="no run named"):
         load_config(None, ["ppo.lr=1e-4"], require_name=True)

@@ -388,9 +388,9 @@ class Config:
     """One memsel run: data, network, pretraining, PPO, sweep, tracking."""
 
     name: str = "quickstart"
-    """Run name (MLflow run names start with it); the default run directory is runs/<name>. Unless given as
-    specifically as run_dir (a --name flag, or the same file), it is the run directory's name: --run-dir
-    runs/exp1 names the run exp1. Stage commands refuse to run with neither given (no runs/quickstart unasked)."""
+    """Run name (MLflow run names start with it); the default run directory is runs/<name>. Unless a flag, a
+    --set or a config file names the run, it is the run directory's name: --run-dir runs/exp1 names the run
+    exp1. Stage commands refuse to run with neither given (no runs/quickstart unasked)."""
     seed: int = 0
     """Seeds data generation, splits, initialisation, sampling and the sweep."""
     run_dir: str = ""
@@ -617,20 +617,15 @@ def config_chain(path: str | Path) -> list[tuple[Path, dict]]:
 
 
 def _run_name(sources: list[tuple[str, Any]], require: bool) -> bool:
-    """Whether the run's name should come from its run directory: a ``run_dir`` given at least as
-    specifically (file < --set < command-line flag) as any ``name``. With ``require``, a run that
-    neither names itself nor its directory is refused, so that no command writes into the default
-    runs/quickstart unasked."""
-    level = {"name": -1, "run_dir": -1}
-    for source, data in sources:
-        rank = 0 if not source.startswith("--") else 1 if source.startswith("--set ") else 2
-        for key in level:
-            if isinstance(data, dict) and data.get(key):
-                level[key] = max(level[key], rank)
-    if require and max(level.values()) < 0:
+    """Whether the run's name should come from its run directory: a ``run_dir`` is given and no ``name``
+    is (by a flag, a ``--set`` or a config file: an experiment's file names its runs wherever they go).
+    With ``require``, a run that neither names itself nor its directory is refused, so that no command
+    writes into the default runs/quickstart unasked."""
+    given = {key: any(isinstance(data, dict) and data.get(key) for _, data in sources) for key in ("name", "run_dir")}
+    if require and not any(given.values()):
         raise ConfigError("no run named: give --run-dir DIR or --name NAME (run dir runs/NAME), or a --config "
                           "that sets name (e.g. configs/quickstart.yaml)")
-    return level["run_dir"] > level["name"]
+    return given["run_dir"] and not given["name"]
 
 
 def load_config(path: str | Path | None = None, sets: list[str] | None = None, require_name: bool = False,

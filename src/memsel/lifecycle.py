@@ -268,11 +268,19 @@ def local_ray_settings() -> Iterator[None]:
 
     services.ConsolePopen = OwnGroupPopen
     ray_constants.ENABLE_RAY_CLUSTER = False
-    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+    env_var = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env = os.environ.get(env_var)
+    os.environ[env_var] = "0"
     try:
         yield
     finally:
+        # Restored once Ray's processes are up: a `ray start` this process runs later (a cluster of
+        # several nodes) must not inherit the single-node switch.
         services.ConsolePopen, ray_constants.ENABLE_RAY_CLUSTER = original, cluster
+        if saved_env is None:
+            os.environ.pop(env_var, None)
+        else:
+            os.environ[env_var] = saved_env
 
 
 def start_watchdog(session_name: str) -> None:

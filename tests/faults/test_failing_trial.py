@@ -11,9 +11,13 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+# Builds fine for memsel's pre-flight check (before Ray starts), fails inside the trial's Ray worker.
 PLUGIN = '''
 def factory(**kwargs):
-    raise RuntimeError("injected reader failure")
+    import ray
+    if ray.is_initialized():
+        raise RuntimeError("injected reader failure")
+    return lambda memories, chosen, query: 0
 '''
 
 
