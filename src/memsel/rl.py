@@ -48,7 +48,7 @@ def learner_settings(p: PPOSettings) -> dict:
     out = asdict(p)
     for name, key in RLLIB_KEYS.items():
         if _searched(out[name]):
-            out[name] = tune.sample_from(lambda spec, key=key: spec.config[key])
+            out[name] = tune.sample_from(lambda config, key=key: config[key])
     return out
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.search import Searcher
 
 from memsel.config import Config, TuneSettings
 from memsel.data.encode import DataSpec, EncodedSamples
@@ -200,11 +201,12 @@ def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None
         teacher_return = pretrained_return(cfg, pretrained, EncodedSamples.load(train_npz))
     ppo_config = build_ppo_config(dataclasses.replace(cfg, ppo=ppo), train_npz, spec, pretrained, teacher_return)
     metric = cfg.tune.metric
+    search_alg = make_search_alg(cfg.tune) if sweep else None
     tune_config = tune.TuneConfig(
         metric=metric, mode="max", num_samples=cfg.tune.num_samples if sweep else 1,
-        max_concurrent_trials=cfg.tune.max_concurrent_trials if sweep else 1,
-        scheduler=make_scheduler(cfg.tune, iterations) if sweep else None,
-        search_alg=make_search_alg(cfg.tune) if sweep else None)
+        # Tune limits a Searcher by wrapping it; a SearchGenerator (random search) limits itself.
+        max_concurrent_trials=cfg.tune.max_concurrent_trials if isinstance(search_alg, Searcher) else None,
+        scheduler=make_scheduler(cfg.tune, iterations) if sweep else None, search_alg=search_alg)
     run_config = tune.RunConfig(
         name=stage, storage_path=str(cfg.layout.ray_results), stop={"training_iteration": iterations},
         callbacks=[tune_callback(cfg, stage), ProgressCallback(stage, iterations)], verbose=0,
