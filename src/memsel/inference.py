@@ -81,8 +81,9 @@ class SelectorPredictor:
             out.append("the query is empty: the ranking cannot depend on it")
         elif q == "unknown":
             out.append(f"no word of the query {query!r} is in the selector's vocabulary: it reads as <unk> only")
+        states = [state(m) for m in memories]
         for kind, what in (("empty", "empty"), ("unknown", "without a word the selector's vocabulary knows")):
-            idx = [i for i, m in enumerate(memories) if state(m) == kind]
+            idx = [i for i, st in enumerate(states) if st == kind]
             if idx:
                 out.append(f"{len(idx)} of {len(memories)} memories {what} (#{', #'.join(map(str, idx))}): "
                            "their scores cannot depend on their words")

@@ -9,6 +9,8 @@
       <stage>/selector.pt         a PPO stage's network (ppo, ppo_scratch, ppo_no_distill, tune)
       <stage>/outcome.json        its summary; ray_results/<stage> holds the RLlib / Tune checkpoints
       results.json, results.txt, results.png, timings.json   the evaluation
+      mlartifacts/                MLflow artifacts of this directory's runs (a local store's artifact root)
+      .memsel.lock                while a command runs: its PID and MLflow runs (memsel.lifecycle)
 """
 
 from __future__ import annotations
@@ -93,3 +95,11 @@ class RunLayout:
     @property
     def timings(self) -> Path:
         return self.root / "timings.json"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".memsel.lock"

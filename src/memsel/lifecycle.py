@@ -14,7 +14,7 @@ Every command that works on a run directory runs inside :func:`guarded`:
 
 A local Ray is watched by a small process (this file run as a script, :func:`watch`): when the
 driver dies without cleaning up (SIGKILL), it kills every process of that Ray session, so that no
-agent is left behind. Top-level imports are standard library only, for that script.
+agent is left behind. Top-level imports are the standard library and memsel.layout (itself standard library only), for that script.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from memsel.layout import RunLayout  # standard library only, as the watchdog script needs
+
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".memsel.lock"
+LOCK_NAME = RunLayout(Path()).lock.name
 _received: list[int] = []  # signals received by this command (the first one decides the exit code)
 _current: "RunLock | None" = None
 _watchdog: subprocess.Popen | None = None
@@ -90,7 +92,7 @@ class RunLock:
     """The lock file of one run directory, with the MLflow runs opened under it."""
 
     def __init__(self, run_dir: Path, tracking_uri: str):
-        self.path = Path(run_dir) / LOCK_NAME
+        self.path = RunLayout(Path(run_dir)).lock
         self.tracking_uri = tracking_uri
         self.runs: list[str] = []
 

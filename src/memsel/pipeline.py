@@ -1,16 +1,7 @@
 """The stages behind the CLI: pretrain -> PPO fine-tune -> sweep -> evaluate, and all of them at once.
 
-Each stage reads and writes the run directory (``runs/<name>`` by default):
-
-    config.yaml              the full config of the last command run here
-    data/                    generated or pointed-to bAbI files, vocab, shapes, encoded splits
-    pretrain/selector.pt     pretrained network (bare state dict + config), Lightning checkpoints
-    ppo/selector.pt          PPO-fine-tuned network; ray_results/ppo holds the RLlib checkpoints
-    tune/selector.pt         best sweep trial's network; ray_results/tune holds every trial
-    results.json, results.png, results.txt   the evaluation
-    mlflow.db                MLflow tracking store (unless --tracking-uri points elsewhere)
-    mlartifacts/             MLflow artifacts of this directory's runs (a local store's artifact root)
-    .memsel.lock             while a command runs: its PID and MLflow runs (memsel.lifecycle)
+Each stage reads and writes the run directory (``runs/<name>`` by default), whose paths
+memsel.layout.RunLayout names (``cfg.layout``).
 """
 
 from __future__ import annotations

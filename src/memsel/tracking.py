@@ -40,7 +40,7 @@ def artifact_root(cfg: Config) -> str | None:
     for a tracking server, which keeps its own."""
     if cfg.resolved_tracking_uri.startswith(("http://", "https://", "databricks")):
         return None
-    return (cfg.run_path.resolve() / "mlartifacts").as_uri()
+    return cfg.layout.artifacts.resolve().as_uri()
 
 
 def experiment_name(cfg: Config) -> str:

@@ -227,6 +227,16 @@ class DistillPPOTorchLearner(PPOTorchLearner):
         stats.update({"distill_kl": mean_distill, "distill_coeff": coeff})
         return coeff * mean_distill
 
+    def _prepare(self, batch: dict[str, Any]) -> tuple[Mean, dict[str, Any]]:
+        """What every update does to a minibatch first: track the student's return (for the adaptive
+        distillation weight), take its masked mean, re-standardise its advantages if asked."""
+        if self._teacher is not None:
+            self._track_student_return(batch)
+        mean = masked_mean(batch)
+        if self.settings.minibatch_advantage_norm:
+            batch = with_minibatch_advantages(batch)
+        return mean, batch
+
     def _finish(self, module_id: str, stats: dict[str, Any]) -> None:
         """The target-KL stop and the logging every update shares."""
         target = self.settings.target_kl
@@ -241,9 +251,7 @@ class DistillPPOTorchLearner(PPOTorchLearner):
     @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
-        mean = masked_mean(batch)
-        if self.settings.minibatch_advantage_norm:
-            batch = with_minibatch_advantages(batch)
+        mean, batch = self._prepare(batch)
         total = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
         logits = fwd_out[Columns.ACTION_DIST_INPUTS]
         log_ratio = self._log_ratio(module_id, batch, logits)
@@ -254,8 +262,6 @@ class DistillPPOTorchLearner(PPOTorchLearner):
             # RLlib's loss holds -mean(clipped surrogate): swap that term for ours.
             total = total + mean(clipped_surrogate(adv, ratio, config.clip_param) - ours)
             stats[POLICY_LOSS_KEY] = -mean(ours)
-        if self._teacher is not None:
-            self._track_student_return(batch)
         total = total + self._distill_term(batch, logits, mean, stats)
         self._finish(module_id, stats)
         return total
@@ -323,11 +329,7 @@ class NaturalPPOTorchLearner(DistillPPOTorchLearner):
     @override(DistillPPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict[str, Any],
                                 fwd_out: dict[str, Any]) -> torch.Tensor:
-        mean = masked_mean(batch)
-        if self.settings.minibatch_advantage_norm:
-            batch = with_minibatch_advantages(batch)
-        if self._teacher is not None:
-            self._track_student_return(batch)
+        mean, batch = self._prepare(batch)
         logits = fwd_out[Columns.ACTION_DIST_INPUTS]
         policy_loss, stats = self.policy_loss(module_id, config, batch, logits, mean)
         value_loss, value_stats = self._value_loss(module_id, config, batch, fwd_out, mean)

@@ -102,12 +102,16 @@ class ProgressCallback(tune.Callback):
 
 def trial_error(trial: Any) -> str:
     """A failed trial, told by itself: the last line of its error and where its full log is."""
+    error_file = getattr(trial, "error_file", None) or Path(trial.local_path or "") / "error.txt"
+    return _error_line(Path(error_file), trial.local_path)
+
+
+def _error_line(error_file: Path, trial_dir: Any) -> str:
     text = ""
-    path = Path(getattr(trial, "error_file", None) or Path(trial.local_path or "") / "error.txt")
     with contextlib.suppress(OSError):
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = error_file.read_text(encoding="utf-8", errors="replace")
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return f"{lines[-1].strip() if lines else 'no error text'} (full error: {path}; trial log: {trial.local_path})"
+    return f"{lines[-1].strip() if lines else 'no error text'} (full error: {error_file}; trial log: {trial_dir})"
 
 
 def _check_complete(grid: Any, stage: str) -> None:
@@ -117,14 +121,15 @@ def _check_complete(grid: Any, stage: str) -> None:
     sig = received_signal()
     if sig:
         raise Interrupted(sig)
-    trials = grid._experiment_analysis.trials
-    failed = [t for t in trials if t.status == "ERROR"]
+    failed = [r for r in grid if r.error is not None]
     if failed:
-        raise StageFailed(f"{stage}: {len(failed)} of {len(trials)} trial(s) failed; trial {failed[0].trial_id}: "
-                           f"{trial_error(failed[0])}")
-    unfinished = [t.trial_id for t in trials if t.status != "TERMINATED"]
+        trial_dir = Path(failed[0].path)
+        raise StageFailed(f"{stage}: {len(failed)} of {len(grid)} trial(s) failed; trial {trial_dir.name}: "
+                          f"{_error_line(trial_dir / 'error.txt', trial_dir)}")
+    unfinished = len(grid) - grid.num_terminated
     if unfinished:
-        raise StageFailed(f"{stage}: the sweep ended with trials {unfinished} unfinished; nothing exported")
+        raise StageFailed(f"{stage}: the sweep ended with {unfinished} of {len(grid)} trial(s) unfinished; "
+                          "nothing exported")
 
 
 def _curve(result: Any) -> list[dict[str, float]]:
