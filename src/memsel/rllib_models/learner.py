@@ -28,6 +28,12 @@ and validated here; memsel.rl fills it), ``teacher_path`` (a selector file; None
 ``teacher_return`` (the teacher's expected return, for the 'adaptive' distillation weight). RLlib's own
 hyperparameters (clip_param, kl_coeff, ...) are read from the algorithm config, as RLlib's loss reads them.
 
+Checkpoints: RLlib's Learner state holds the module weights, the optimiser's state and its metrics, not PPO's
+adaptive KL coefficient nor this learner's own state; both travel in a ``memsel`` entry of the learner's state
+(:data:`MEMSEL_STATE`, :meth:`DistillPPOTorchLearner.memsel_state`), so that ``Algorithm.restore_from_path``
+(Tune's PBT exploit, a resumed sweep) continues the KL and distillation-weight curves instead of restarting
+them. A checkpoint without the entry (written before it existed) restores, and those values start over.
+
 Logged per update: RLlib's policy_loss, vf_loss, entropy, mean_kl_loss, curr_kl_coeff, vf_explained_var,
 plus approx_kl, clipfrac, update_stopped_early, and with a teacher distill_kl, distill_coeff,
 student_return_ema; with the natural update also natural_accepted, natural_step_kl, natural_improvement,
@@ -36,6 +42,7 @@ natural_backtracks.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -54,11 +61,17 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.torch_utils import explained_variance
+from ray.rllib.utils.typing import StateDict
 
 from memsel.config import DISTILL_SCHEDULES, PPO_UPDATES, PPOSettings
 from memsel.network import Selector
 
 Mean = Callable[[torch.Tensor], torch.Tensor]
+
+logger = logging.getLogger(__name__)
+
+MEMSEL_STATE = "memsel"
+"""The learner-state entry (a Checkpointable component name) that holds :meth:`DistillPPOTorchLearner.memsel_state`."""
 
 
 def distillation_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor,
@@ -179,6 +192,49 @@ class DistillPPOTorchLearner(PPOTorchLearner):
             return
         # A parameter no loss reaches (the natural update's selector) has no gradient: Adam leaves it alone.
         super().apply_gradients({k: g for k, g in gradients_dict.items() if g is not None})
+
+    @override(Learner)
+    def get_state(self, components: Any = None, *, not_components: Any = None, **kwargs) -> StateDict:
+        """RLlib's learner state plus, unless ``components``/``not_components`` leave it out, the
+        :data:`MEMSEL_STATE` entry."""
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        # Left out where the caller asks for other components only (a weight sync asks for "rl_module").
+        if self._check_component(MEMSEL_STATE, components, not_components):
+            state[MEMSEL_STATE] = self.memsel_state()
+        return state
+
+    @override(Learner)
+    def set_state(self, state: StateDict) -> None:
+        """RLlib's set_state, then the :data:`MEMSEL_STATE` entry where ``state`` has one (a weight sync's
+        state and a checkpoint older than the entry have none)."""
+        super().set_state(state)
+        if MEMSEL_STATE in state:
+            self.set_memsel_state(state[MEMSEL_STATE])
+
+    def memsel_state(self) -> dict[str, Any]:
+        """What a checkpoint needs beyond RLlib's own learner state, as plain floats (pickle and msgpack):
+        ``env_steps``, ``student_return`` (the EMA behind the adaptive distillation weight; None before the
+        first finished episode), ``teacher_return`` and ``curr_kl_coeffs`` (module id -> PPO's adaptive KL
+        coefficient, which RLlib's PPO learner does not save)."""
+        return {"env_steps": self._env_steps, "student_return": self._student_return,
+                "teacher_return": self.teacher_return,
+                "curr_kl_coeffs": {mid: float(c) for mid, c in self.curr_kl_coeffs_per_module.items()}}
+
+    def set_memsel_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`memsel_state`'s output; a missing key keeps the current value. The teacher's return
+        comes from this learner's config when it has one (the teacher itself is loaded from the config); the
+        saved one fills in when it has none."""
+        self._env_steps = float(state.get("env_steps", self._env_steps))
+        self._student_return = state.get("student_return", self._student_return)
+        saved_teacher = state.get("teacher_return")
+        if self.teacher_return is None:
+            self.teacher_return = saved_teacher
+        elif saved_teacher is not None and saved_teacher != self.teacher_return:
+            logger.warning("teacher_return: the checkpoint's %s differs from the config's %s; keeping the config's",
+                           saved_teacher, self.teacher_return)
+        for module_id, coeff in state.get("curr_kl_coeffs", {}).items():
+            if module_id in self.module:  # a module this learner no longer has: nothing to set
+                self.curr_kl_coeffs_per_module[module_id].data.fill_(float(coeff))
 
     def distill_coeff(self) -> float:
         """The distillation weight now (its schedule at the current env step)."""
