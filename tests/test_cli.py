@@ -47,7 +47,8 @@ def test_subcommand_help(capsys, command):
     for option in ("--config", "--set", "--run-dir", "--seed", "--name", "--tracking-uri", "--ray-address",
                    "--data", "--task"):
         assert option in out, option
-    assert ("--json" in out) == (command in ("evaluate", "pipeline"))
+    assert ("--json" in out) == (command in ("evaluate", "pipeline", "tune"))
+    assert ("--resume" in out and "--fresh" in out) == (command == "tune")
 
 
 def test_data_help(capsys):

@@ -160,13 +160,13 @@ def test_out_of_range_names_the_field(sets, field):
 def test_search_space_unknown_ppo_field_is_refused():
     with pytest.raises(ConfigError) as info:
         load_config(sets=["tune.search_space={learning_rate: {choice: [0.1]}}"])
-    assert "tune.search_space.learning_rate" in str(info.value)
+    assert "tune.search_space.ppo.learning_rate" in str(info.value)
 
 
 def test_search_space_unknown_kind_is_refused():
     with pytest.raises(ConfigError) as info:
         load_config(sets=["tune.search_space={lr: {normal: [0.1, 0.2]}}"])
-    assert "tune.search_space.lr" in str(info.value)
+    assert "tune.search_space.ppo.lr" in str(info.value)
     assert "loguniform" in str(info.value)
 
 
@@ -178,22 +178,24 @@ def test_search_space_unknown_kind_is_refused():
     "{lr: [0.1, 0.2]}",
 ])
 def test_search_space_bad_arguments_are_refused(space):
-    with pytest.raises(ConfigError, match="tune.search_space.lr"):
+    with pytest.raises(ConfigError, match="tune.search_space.ppo.lr"):
         load_config(sets=[f"tune.search_space={space}"])
 
 
 def test_search_space_bounds_must_be_numbers():
     """YAML reads 1e-4 (no dot) as a string: such bounds become numbers; words are refused, no crash."""
     cfg = load_config(sets=["tune.search_space.lr.loguniform=[1e-4, 2e-3]"])
-    assert cfg.tune.search_space["lr"]["loguniform"] == [pytest.approx(1e-4), pytest.approx(2e-3)]
-    with pytest.raises(ConfigError, match="tune.search_space.lr"):
+    assert cfg.tune.search_space["ppo.lr"]["loguniform"] == [pytest.approx(1e-4), pytest.approx(2e-3)]
+    nested = load_config(sets=["tune.search_space.ppo.lr.loguniform=[1e-4, 2e-3]"])
+    assert nested.tune.search_space == cfg.tune.search_space
+    with pytest.raises(ConfigError, match="tune.search_space.ppo.lr"):
         load_config(sets=["tune.search_space.lr.uniform=[a, b]"])
 
 
 def test_search_space_valid_spaces():
     cfg = load_config(sets=["tune.search_space={lr: {loguniform: [1.0e-5, 1.0e-3]}, "
                             "minibatch_size: {grid: [64, 128]}, num_epochs: {randint: [1, 5]}}"])
-    assert set(cfg.tune.search_space) == {"lr", "minibatch_size", "num_epochs"}
+    assert set(cfg.tune.search_space) == {"ppo.lr", "ppo.minibatch_size", "ppo.num_epochs"}
 
 
 def test_missing_config_file(tmp_path):
@@ -243,7 +245,7 @@ def test_quickstart_yaml_loads():
     assert cfg.name == "quickstart"
     assert cfg.data.train_stories == 200
     assert cfg.ppo.iterations == 20
-    assert cfg.tune.search_space["lr"] == {"loguniform": [1e-5, 1e-3]}
+    assert cfg.tune.search_space["ppo.lr"] == {"loguniform": [1e-5, 1e-3]}
 
 
 # --------------------------------------------------------------------------- env and generator sections

@@ -115,6 +115,22 @@ def _add_select_command(sub: argparse._SubParsersAction) -> None:
 
 
 
+def _add_tune_flags(p: argparse.ArgumentParser) -> None:
+    """``memsel tune --resume | --fresh`` and ``--json``."""
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run directory's sweep after its driver was stopped or killed: finished "
+                            "trials kept, unfinished ones from their last checkpoint, each in its MLflow run")
+    again.add_argument("--fresh", action="store_true",
+                       help="replace the run directory's sweep (its Tune state is deleted; its MLflow runs stay)")
+    p.add_argument("--json", action="store_true", help="print only the sweep's summary as one JSON object on stdout")
+
+
+def tune_mode(args: argparse.Namespace) -> str:
+    """What ``memsel tune`` does with a sweep the run directory holds (memsel.tune_jobs.sweep.MODES)."""
+    return "resume" if getattr(args, "resume", False) else "fresh" if getattr(args, "fresh", False) else "new"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memsel", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -139,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("evaluate", "pipeline"):
             p.add_argument("--json", action="store_true",
                            help="print only one JSON object {method: {metric: value}} on stdout")
+        if name == "tune":
+            _add_tune_flags(p)
     return parser
 
 
@@ -272,7 +290,7 @@ def run(argv: list[str] | None = None) -> int:
     from memsel.lifecycle import guarded
 
     # Before the lock (which creates the run directory): a refused command writes nothing at all.
-    preflight.check(cfg, args.command)
+    preflight.check(cfg, args.command, tune_mode(args))
     with guarded(cfg.run_path, cfg.resolved_tracking_uri):
         return _run_stage(args, cfg)
 
@@ -294,16 +312,39 @@ def _run_stage(args: argparse.Namespace, cfg: Config) -> int:
                 print(f"pretrained selector: {path}")
                 return 0
             if args.command in ("train", "tune"):
-                outcome = pipeline.stage_ppo(cfg, data, sweep=args.command == "tune")
-                print(f"fine-tuned selector: {outcome.selector_path}\nRLlib checkpoint:    {outcome.checkpoint}")
-                if outcome.best_config:
-                    print(f"best trial:          {outcome.best_config}")
-                return 0
-            results = pipeline.stage_evaluate(cfg, data)
+                outcome = pipeline.stage_ppo(cfg, data, sweep=args.command == "tune", mode=tune_mode(args))
+            else:
+                results = pipeline.stage_evaluate(cfg, data)
+    if args.command in ("train", "tune"):
+        _print_outcome(cfg, outcome, as_json)
+        return 0
     _finish(cfg, results, as_json, ["results.txt (table)", "results.json", "results.png (plot)",
                                     "config.yaml (full config, reusable with --config)"],
             with_timings=args.command == "pipeline")
     return 0
+
+
+def _print_outcome(cfg: Config, outcome, as_json: bool) -> None:
+    """After train or tune: the trials' table, the best trial, where the selector and the MLflow runs are;
+    with ``as_json`` the summary as one JSON object."""
+    from memsel.tracking import ui_hint
+    from memsel.tune_jobs.report import format_table
+
+    summary = outcome.summary
+    if as_json:
+        print(json.dumps(summary, default=str))
+        return
+    searched = list(outcome.best_config)
+    print()
+    print(format_table(outcome.trials, searched, summary["metric"]))
+    counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items())
+    print(f"\n{summary['trials_total']} trial(s): {counts}; metric {summary['metric']}")
+    best = summary["best"]
+    print(f"best trial:          {best['trial_id']} {best['config'] or ''} ({summary['metric']} {best['metric']})")
+    print(f"fine-tuned selector: {outcome.selector_path}\ncheckpoint:          {outcome.checkpoint}")
+    if summary.get("registered_model"):
+        print(f"registered model:    {summary['registered_model']['uri']}")
+    print(f"MLflow:              {cfg.resolved_tracking_uri}\nOpen it:             {ui_hint(cfg)}")
 
 
 def _exit_code(error: BaseException, verbose: bool) -> int:

@@ -7,6 +7,7 @@ out-of-range values are refused before anything runs, naming the field and what 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -30,7 +31,7 @@ from memsel.selector_configs import FAMILIES, SelectorConfig
 from memsel.tune_configs import SCHEDULERS, SEARCH_ALGS
 
 __all__ = ["Config", "ConfigError", "DataConfig", "EnvConfig", "FAMILIES", "PPOSettings", "PretrainConfig",
-           "SelectorConfig", "TuneSettings", "from_dict", "load_config", "parse_set"]
+           "SelectorConfig", "TuneSettings", "from_dict", "load_config", "parse_set", "with_overrides"]
 
 
 @dataclass
@@ -302,81 +303,164 @@ DISTILL_SCHEDULES = ("constant", "linear", "adaptive")
 SEARCH_KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
 
 
+SEARCH_SECTIONS = {"ppo": "always", "env": "always", "pretrain": "pipeline", "selector": "pipeline"}
+"""Config sections whose fields ``tune.search_space`` may name: ppo and env fields in any sweep; pretrain
+and selector fields only when each trial pretrains (``tune.trial: pipeline``)."""
+UNSEARCHABLE = {"ppo.iterations", "ppo.use_pretrained", "ppo.num_env_runners", "ppo.num_envs_per_env_runner",
+                "ppo.checkpoint_every", "ppo.compare", "env.budget_options", "env.reward_mode", "env.reader",
+                "selector.kind"}
+"""Fields that shape the run rather than the learning (or change what the metric means): not searchable."""
+
+
 def _spelled_numbers(space: Any) -> Any:
-    """``tune.search_space`` with argument lists such as ``["1e-5", "1e-3"]`` (YAML 1.1 strings) as numbers;
-    applied while overrides are read, so that ``validate`` only checks."""
+    """``tune.search_space`` with argument lists such as ``["1e-5", "1e-3"]`` (YAML 1.1 strings) as numbers,
+    and a bare field name meaning a ppo field (``lr``) spelled as such (``ppo.lr``); applied while
+    overrides are read, so that ``validate`` only checks."""
     if not isinstance(space, dict):
         return space
     out = {}
-    for key, spec in space.items():
+    for key, spec in _flat_sections(space).items():
         if isinstance(spec, dict) and len(spec) == 1 and isinstance(next(iter(spec.values())), list):
             kind, args = next(iter(spec.items()))
             numbers = [_as_number(a) for a in args]
             spec = {kind: numbers if args and all(n is not None for n in numbers) else args}
-        out[key] = spec
+        out[key if "." in str(key) else f"ppo.{key}"] = spec
     return out
+
+
+def _flat_sections(space: dict) -> dict:
+    """``{ppo: {lr: {...}}}`` (as ``--set tune.search_space.ppo.lr.loguniform=...`` nests it) -> ``{ppo.lr: {...}}``."""
+    out = {}
+    for key, spec in space.items():
+        nested = key in SEARCH_SECTIONS and isinstance(spec, dict) and spec and not set(spec) & set(SEARCH_KINDS)
+        out.update({f"{key}.{k}": v for k, v in spec.items()} if nested else {key: spec})
+    return out
+
+
+TRIAL_KINDS = ("ppo", "pipeline")
+"""tune.trial: what one trial of a sweep runs."""
 
 
 @dataclass
 class TuneSettings:
-    """A Ray Tune sweep over the PPO settings: a registered search algorithm and trial scheduler (memsel.tune_configs)."""
+    """A Ray Tune sweep: a registered search algorithm and trial scheduler (memsel.tune_configs) over ppo and
+    env fields (and pretrain and selector fields with ``trial: pipeline``), ranked on the validation split."""
 
     num_samples: int = 4
     """Trials drawn from the search space (each grid point counts once per sample); 0: the pipeline skips the sweep."""
     max_concurrent_trials: int = 2
-    """Trials running at once (each needs 1 CPU with ppo.num_env_runners = 0)."""
+    """Trials running at once (each needs cpus_per_trial CPUs, plus one per ppo.num_env_runners)."""
     iterations: int = 0
     """Max iterations per trial (the scheduler's max_t); 0 = ppo.iterations."""
+    trial: str = "ppo"
+    """What one trial runs: 'ppo' (PPO from the run's pretrained selector) or 'pipeline' (Lightning pretraining
+    inside the trial, then PPO), which makes pretrain.* and selector.* fields searchable."""
     scheduler: str = "asha"
-    """Trial scheduler, a name in memsel.tune_configs.SCHEDULERS: asha (early stopping), none (FIFO)."""
+    """Trial scheduler, a name in memsel.tune_configs.SCHEDULERS: asha (early stopping), pbt (population-based
+    training, mutating the searched ppo fields), none (FIFO)."""
     scheduler_options: dict = field(default_factory=dict)
-    """Settings of the scheduler's config beyond the keys below (asha's are grace_period, reduction_factor)."""
+    """Settings of the scheduler's config beyond the keys below (asha's are grace_period, reduction_factor; pbt's
+    perturbation_interval, quantile_fraction, resample_probability)."""
     search_alg: str = "random"
-    """Search algorithm, a name in memsel.tune_configs.SEARCH_ALGS: random (Tune's BasicVariantGenerator)."""
+    """Search algorithm, a name in memsel.tune_configs.SEARCH_ALGS: random (Tune's BasicVariantGenerator), grid
+    (every combination of choice/grid values), optuna (Optuna's TPE)."""
     search_options: dict = field(default_factory=dict)
-    """Settings of the search algorithm's config."""
+    """Settings of the search algorithm's config (optuna: n_startup_trials)."""
     grace_period: int = 2
     """ASHA: iterations every trial gets before it can be stopped."""
     reduction_factor: int = 2
     """ASHA: keep 1 / reduction_factor of the trials at each rung."""
-    metric: str = "env_runners/episode_return_mean"
-    """Result key that ranks trials (higher is better)."""
+    metric: str = "auto"
+    """Result key that ranks, stops and exploits trials (higher is better); auto = val/selection_accuracy, or
+    val/answer_accuracy with env.reward_mode 'answer' and env.reader 'learned' (scored on the validation split)."""
+    eval_every: int = 1
+    """Score each trial's greedy policy on the validation split every N iterations (and at its first and last);
+    results in between repeat the latest score."""
     search_space: dict = field(default_factory=lambda: {
-        "lr": {"loguniform": [1e-5, 1e-3]},
-        "distill_coeff": {"choice": [0.0, 0.1, 0.5, 1.0]},
+        "ppo.lr": {"loguniform": [1e-5, 1e-3]},
+        "ppo.distill_coeff": {"choice": [0.0, 0.1, 0.5, 1.0]},
     }, metadata={"convert": _spelled_numbers})
-    """ppo field -> {kind: args}, kind one of choice, grid, uniform, loguniform, randint."""
+    """section.field -> {kind: args}, kind one of choice, grid, uniform, loguniform, randint; a bare name is a
+    ppo field (lr = ppo.lr)."""
+    cpus_per_trial: int = 1
+    """CPUs reserved for a trial's own process (its learner; each env runner gets one more)."""
+    time_budget_s: float = 0.0
+    """Wall-clock budget of the whole sweep in seconds; 0 = none. Trials still running then are stopped."""
+    stop: dict = field(default_factory=dict)
+    """Extra stop rules, result key -> value: a trial stops once a result reaches the value (e.g.
+    {val/selection_accuracy: 0.99}); tune.iterations always applies."""
+    storage_path: str = ""
+    """Where trials write checkpoints and Tune its sweep state: a folder or a URI pyarrow takes (s3://, gs://,
+    file:// on a shared mount); empty = <run_dir>/ray_results. On a cluster every node must reach it."""
+    top_k: int = 5
+    """Trials in the sweep's top-k table (the parent MLflow run's top_trials.md and the summary)."""
+    register_model: bool = True
+    """After a sweep, register the best selector as a new version of MLflow model 'memsel-<name>' (a pyfunc)."""
     max_failures: int = 0
     """Times Tune restarts a failed trial (train and tune) before reporting it failed; 0 = never."""
 
     def validate(self, p: str = "tune") -> None:
         _check(self.num_samples >= 0, f"{p}.num_samples", "an integer >= 0 (0 = `memsel pipeline` skips the sweep)",
                self.num_samples)
-        _check(self.max_concurrent_trials >= 1, f"{p}.max_concurrent_trials", "an integer >= 1",
-               self.max_concurrent_trials)
+        for name in ("max_concurrent_trials", "eval_every", "cpus_per_trial", "top_k"):
+            _check(getattr(self, name) >= 1, f"{p}.{name}", "an integer >= 1", getattr(self, name))
         _check(self.iterations >= 0, f"{p}.iterations", "an integer >= 0 (0 = ppo.iterations)", self.iterations)
+        _check(self.trial in TRIAL_KINDS, f"{p}.trial", f"one of {list(TRIAL_KINDS)}", self.trial)
+        _check(self.time_budget_s >= 0, f"{p}.time_budget_s", "a number >= 0 (0 = no budget)", self.time_budget_s)
+        _check(all(isinstance(k, str) and _as_number(v) is not None for k, v in self.stop.items()), f"{p}.stop",
+               "a mapping of result key -> number", self.stop)
+        _check(isinstance(self.metric, str) and bool(self.metric), f"{p}.metric", "a result key or 'auto'", self.metric)
         SCHEDULERS.check_choice(self.scheduler, self, self.scheduler_options, p, "scheduler", "scheduler_options")
         SEARCH_ALGS.check_choice(self.search_alg, self, self.search_options, p, "search_alg", "search_options")
-        # Fields that shape the run rather than the learning are not searchable.
-        ppo_fields = {f.name for f in dataclasses.fields(PPOSettings)} - {
-            "iterations", "use_pretrained", "num_env_runners", "num_envs_per_env_runner", "checkpoint_every"}
         for key, spec in self.search_space.items():
-            _check(key in ppo_fields, f"{p}.search_space.{key}", f"a searchable ppo field, one of {sorted(ppo_fields)}", key)
-            _check(isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SEARCH_KINDS,
-                   f"{p}.search_space.{key}", f"a mapping with one key of {list(SEARCH_KINDS)}", spec)
-            kind, args = next(iter(spec.items()))
-            _check(isinstance(args, list) and len(args) >= 1, f"{p}.search_space.{key}.{kind}",
-                   "a non-empty list", args)
-            numbers = [_as_number(a) for a in args]
-            if kind in ("uniform", "loguniform", "randint"):
-                _check(all(n is not None for n in numbers), f"{p}.search_space.{key}.{kind}",
-                       "[low, high] as numbers", args)
-                _check(len(args) == 2 and numbers[0] < numbers[1], f"{p}.search_space.{key}.{kind}",
-                       "[low, high] with low < high", args)
-            if kind == "loguniform":
-                _check(numbers[0] > 0, f"{p}.search_space.{key}.{kind}", "a low bound > 0", args)
+            self._check_spec(p, key, spec)
+        self._check_combination(p)
         _check(isinstance(self.max_failures, int) and self.max_failures >= 0, f"{p}.max_failures",
                "an integer >= 0", self.max_failures)
+
+    def _check_spec(self, p: str, key: str, spec: Any) -> None:
+        section = key.split(".", 1)[0]
+        _check(section in SEARCH_SECTIONS and key.count(".") == 1 and key not in UNSEARCHABLE,
+               f"{p}.search_space.{key}", "section.field of a ppo or env field (pretrain and selector fields with "
+               f"tune.trial 'pipeline'); not {sorted(UNSEARCHABLE)}", key)
+        _check(SEARCH_SECTIONS[section] == "always" or self.trial == "pipeline", f"{p}.search_space.{key}",
+               "tune.trial 'pipeline' to search a pretrain or selector field (each trial then pretrains)", key)
+        _check(isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SEARCH_KINDS,
+               f"{p}.search_space.{key}", f"a mapping with one key of {list(SEARCH_KINDS)}", spec)
+        kind, args = next(iter(spec.items()))
+        _check(isinstance(args, list) and len(args) >= 1, f"{p}.search_space.{key}.{kind}", "a non-empty list", args)
+        numbers = [_as_number(a) for a in args]
+        if kind in ("uniform", "loguniform", "randint"):
+            _check(all(n is not None for n in numbers), f"{p}.search_space.{key}.{kind}", "[low, high] as numbers",
+                   args)
+            _check(len(args) == 2 and numbers[0] < numbers[1], f"{p}.search_space.{key}.{kind}",
+                   "[low, high] with low < high", args)
+        if kind == "loguniform":
+            _check(numbers[0] > 0, f"{p}.search_space.{key}.{kind}", "a low bound > 0", args)
+
+    def _check_combination(self, p: str) -> None:
+        kinds = {next(iter(spec)) for spec in self.search_space.values()}
+        if self.search_alg == "grid":
+            _check(kinds <= {"choice", "grid"}, f"{p}.search_space", "only choice or grid values with search_alg "
+                   "'grid' (a range has no grid points)", self.search_space)
+        if self.search_alg == "optuna":
+            _check("grid" not in kinds, f"{p}.search_space", "no grid values with search_alg 'optuna' (it samples; "
+                   "use choice)", self.search_space)
+        if self.scheduler != "pbt":
+            return
+        _check(any(k.startswith("ppo.") for k in self.search_space), f"{p}.search_space",
+               "at least one ppo field for scheduler 'pbt' to mutate", self.search_space)
+        _check(self.trial == "ppo", f"{p}.trial", "'ppo' with scheduler 'pbt' (an exploited trial restarts from a "
+               "checkpoint; a pipeline trial would pretrain again)", self.trial)
+        _check(self.search_alg in ("random", "grid"), f"{p}.search_alg", "random or grid with scheduler 'pbt' (PBT "
+               "explores by mutating; a model-based searcher would not see its changes)", self.search_alg)
+
+    def resolved_metric(self, env: "EnvConfig") -> str:
+        """The result key that ranks trials: ``metric``, with 'auto' resolved for ``env``."""
+        if self.metric != "auto":
+            return self.metric
+        learned = env.reward_mode == "answer" and env.reader == "learned"
+        return "val/answer_accuracy" if learned else "val/selection_accuracy"
 
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -425,7 +509,25 @@ class Config:
         self.pretrain.validate()
         self.ppo.validate()
         self.tune.validate()
+        self._check_search_values()
         return self
+
+    def _check_search_values(self) -> None:
+        """Every value ``tune.search_space`` may give a field (each choice, a range's bounds) is one the
+        field accepts, so that no trial fails on a value the config could have refused."""
+        for key, spec in self.tune.search_space.items():
+            section, name = key.split(".", 1)
+            known = [f.name for f in dataclasses.fields(getattr(self, section))]
+            _check(name in known, f"tune.search_space.{key}", f"a field of {section}, one of {known}", key)
+            kind, args = next(iter(spec.items()))
+            for value in args:
+                trial = copy.deepcopy(getattr(self, section))
+                try:
+                    _apply(trial, {name: value}, f"tune.search_space.{key}", section + ".")
+                    trial.validate()
+                except ConfigError as e:
+                    raise ConfigError(f"field 'tune.search_space.{key}.{kind}': the value {value!r} is refused: "
+                                      f"{e}") from None
 
     @property
     def run_path(self) -> Path:
@@ -650,6 +752,20 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, r
     if name_from_dir:
         cfg.name = cfg.run_path.name
     return cfg.validate()
+
+
+def with_overrides(cfg: Config, values: dict[str, Any], source: str = "tune trial") -> Config:
+    """A copy of ``cfg`` with dotted fields set (``{"ppo.lr": 1e-4}``: a trial's sampled values), validated."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        node = nested
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value.item() if hasattr(value, "item") else value  # numpy scalars from Tune's samplers
+    out = copy.deepcopy(cfg)
+    _apply(out, nested, source)
+    return out.validate()
 
 
 def from_dict(d: dict) -> Config:

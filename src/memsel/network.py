@@ -267,8 +267,9 @@ class Selector(nn.Module):
         return save_torch_atomic(self.export(), path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Selector":
-        """Rebuild a network from a file written by :meth:`save` (older files of the same format too)."""
+    def load(cls, path: str | Path | bytes) -> "Selector":
+        """Rebuild a network from a file written by :meth:`save` (older files of the same format too), or from
+        such a file's contents."""
         blob = read_selector_file(path)
         net = cls(SelectorConfig(**blob["selector_config"]), DataSpec(**blob["spec"]))
         try:
@@ -310,8 +311,15 @@ def _upgrade(blob: dict) -> dict:
     return {**blob, "selector_config": config, "state_dict": state}
 
 
-def read_selector_file(path: str | Path) -> dict:
-    """Load a file written by :meth:`Selector.save` (in the current layout), refusing anything else clearly."""
+def read_selector_file(path: str | Path | bytes) -> dict:
+    """Load a file written by :meth:`Selector.save` (in the current layout), refusing anything else clearly;
+    ``bytes`` are such a file's contents (a selector that travels inside a config, memsel.rl)."""
+    if isinstance(path, bytes):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="memsel-selector-") as folder:
+            (Path(folder) / "selector.pt").write_bytes(path)
+            return read_selector_file(Path(folder) / "selector.pt")
     blob = load_torch_file(path, FILE_FORMAT, "selector", "run `memsel pretrain` first, or check the path")
     vocab = blob.get("vocab")
     if vocab is not None and len(vocab) != blob["spec"]["vocab_size"]:

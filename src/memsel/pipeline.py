@@ -115,16 +115,15 @@ def variant_config(cfg: Config, variant: str) -> Config:
     return dataclasses.replace(cfg, ppo=dataclasses.replace(cfg.ppo, **PPO_VARIANTS[variant], compare=[]))
 
 
-def stage_ppo(cfg: Config, data: PreparedData, sweep: bool, stage: str | None = None):
+def stage_ppo(cfg: Config, data: PreparedData, sweep: bool, stage: str | None = None, mode: str = "fresh"):
+    """PPO (one trial) or a sweep; ``mode``: what a sweep does with one the run directory holds
+    (memsel.tune_jobs.sweep.MODES; the pipeline replaces it, ``memsel tune`` asks)."""
     from memsel.tune_jobs import run_ppo
-    from memsel.tune_jobs.ppo import pretrained_return
 
+    if cfg.tune.trial == "ppo" or not sweep:
+        pretrained_path(cfg)  # refuses a missing one (the trials pretrain themselves with tune.trial pipeline)
     init_ray(cfg)
-    pretrained = pretrained_path(cfg)
-    # The teacher's return on the memories the env shows (its budget), not on the full lists.
-    teacher = pretrained_return(cfg, pretrained, budgeted(cfg, data.train, "train")) if pretrained else None
-    return run_ppo(cfg, data.files["train_npz"], data.spec, pretrained, sweep=sweep, teacher_return=teacher,
-                   stage=stage)
+    return run_ppo(cfg, data.files, data.spec, sweep, stage=stage, mode=mode)
 
 
 PPO_RUNS = ("ppo_scratch", "ppo_no_distill", "ppo")

@@ -49,11 +49,20 @@ ADAPTIVE_METRICS = (_LEARNER + "student_return_ema",)
 NATURAL_METRICS = tuple(_LEARNER + k for k in ("natural_accepted", "natural_step_kl", "natural_improvement",
                                                "natural_backtracks"))
 """Reported with ppo.update 'natural'."""
+VAL_METRICS = ("val/selection_accuracy", "val/iteration")
+"""The validation scores every trial reports (memsel.tune_jobs.trial)."""
+ANSWER_METRICS = ("val/answer_accuracy",)
+"""Reported with env.reward_mode 'answer' and env.reader 'learned'."""
 
 
-def check(cfg: Config, stage: str) -> None:
+def check(cfg: Config, stage: str, mode: str = "new") -> None:
     """Every check that applies to ``stage`` (one of :data:`STAGES`) before it computes or writes anything;
-    raises ConfigError, FileNotFoundError or ValueError with a one-line message."""
+    raises ConfigError, FileNotFoundError or ValueError with a one-line message. ``mode``: what ``memsel tune``
+    does with a sweep the run directory holds (memsel.tune_jobs.sweep.MODES)."""
+    if stage == "tune":
+        from memsel.tune_jobs.sweep import check_mode
+
+        check_mode(cfg, "tune", mode)
     check_data(cfg)
     if stage in PPO_STAGES:
         check_metric(cfg, stage)
@@ -88,7 +97,9 @@ def check_data(cfg: Config) -> None:
 def reported_metrics(cfg: Config) -> tuple[str, ...]:
     """The result keys a PPO trial of ``cfg`` reports, the names ``tune.metric`` may take."""
     p = cfg.ppo
-    keys = list(RESULT_METRICS)
+    keys = list(RESULT_METRICS) + list(VAL_METRICS)
+    if cfg.env.reward_mode == "answer" and cfg.env.reader == "learned":
+        keys += ANSWER_METRICS
     if p.use_kl_loss:
         keys += KL_METRICS
     if p.use_pretrained:
@@ -102,7 +113,11 @@ def reported_metrics(cfg: Config) -> tuple[str, ...]:
 
 def check_metric(cfg: Config, stage: str) -> None:
     """``tune.metric`` (which ranks the trials of ``train`` and ``tune``) is a result key they report."""
-    metric, known = cfg.tune.metric, reported_metrics(cfg)
+    metric, known = cfg.tune.resolved_metric(cfg.env), reported_metrics(cfg)
+    stops = [k for k in cfg.tune.stop if k not in known]
+    if stops:
+        raise ConfigError(f"field 'tune.stop.{stops[0]}': not a result `memsel {stage}` reports with these "
+                          f"settings; expected one of {', '.join(known)}")
     if metric in known:
         return
     close = difflib.get_close_matches(metric, known, n=3, cutoff=0.6)

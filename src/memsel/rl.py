@@ -6,10 +6,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ray import tune
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-from ray.tune.search.sample import Domain
 
 from memsel.config import Config, PPOSettings
 from memsel.data.encode import DataSpec
@@ -36,20 +34,10 @@ RLLIB_KEYS = {"lr": "lr", "train_batch_size": "train_batch_size_per_learner", "m
 """ppo fields that RLlib's own PPOConfig reads -> the key it keeps them under (``training(...)``)."""
 
 
-def _searched(value: Any) -> bool:
-    """Whether a ppo field holds a Tune sampler or grid in place of a value (a sweep's trial config)."""
-    return isinstance(value, Domain) or (isinstance(value, dict) and "grid_search" in value)
-
-
 def learner_settings(p: PPOSettings) -> dict:
-    """The learner's copy of the ppo settings. A searched field that RLlib also reads is drawn once, for
-    RLlib; the copy follows that draw (a second sampler would draw independently, a second grid would
-    multiply the trials)."""
-    out = asdict(p)
-    for name, key in RLLIB_KEYS.items():
-        if _searched(out[name]):
-            out[name] = tune.sample_from(lambda config, key=key: config[key])
-    return out
+    """The learner's copy of the ppo settings (a trial's sampled values are already in ``p``, so RLlib's keys
+    and this copy hold the same value)."""
+    return asdict(p)
 
 
 def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_path: str | Path | None,
@@ -62,8 +50,9 @@ def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_pat
     ``teacher_return`` (the teacher's expected episode return) drives the adaptive distillation weight.
     """
     p = cfg.ppo
-    start = str(pretrained_path) if (pretrained_path and p.use_pretrained) else None
-    model_config = {"selector": asdict(cfg.selector), "spec": asdict(spec), "pretrained_path": start,
+    # The teacher travels as bytes: a module or learner rebuilt from a checkpoint on any node finds it.
+    start = Path(pretrained_path).read_bytes() if (pretrained_path and p.use_pretrained) else None
+    model_config = {"selector": asdict(cfg.selector), "spec": asdict(spec), "pretrained": start,
                     "orthogonal_init": p.orthogonal_init}
     # RLlib takes an entropy schedule as [[env_step, value], ...] and interpolates linearly.
     entropy = p.entropy_coeff if not (isinstance(p.entropy_coeff_final, (int, float)) and p.entropy_coeff_final >= 0) \
@@ -78,7 +67,7 @@ def build_ppo_config(cfg: Config, train_npz: str, spec: DataSpec, pretrained_pat
                      num_cpus_per_env_runner=1)
         # The learner rebuilds (and validates) PPOSettings from this dict: every PPO setting in one place.
         .learners(learner_class=learner_class(p.update), num_gpus_per_learner=gpus_per_learner(cfg.device),
-                  learner_config_dict={"ppo": learner_settings(p), "teacher_path": start, "teacher_return": teacher_return})
+                  learner_config_dict={"ppo": learner_settings(p), "teacher": start, "teacher_return": teacher_return})
         .training(entropy_coeff=entropy, **{"lambda_" if key == "lambda" else key: getattr(p, name)
                                             for name, key in RLLIB_KEYS.items()})
         .rl_module(rl_module_spec=RLModuleSpec(module_class=SelectorRLModule, model_config=model_config))

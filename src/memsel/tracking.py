@@ -1,4 +1,5 @@
-"""Everything MLflow, in one place: Lightning's logger, Tune's callback, evaluation runs.
+"""Everything MLflow, in one place: Lightning's logger, evaluation runs, the helpers Tune's callback
+(memsel.tune_jobs.tracker: a parent run per sweep, a child run per trial) builds on.
 
 Every run carries the tags ``memsel.run`` (the run name), ``memsel.stage`` (pretrain, ppo, tune,
 evaluate) and ``memsel.seed``, the full memsel config as ``memsel.*`` params and as an artifact
@@ -93,7 +94,7 @@ def lightning_logger(cfg: Config, stage: str = "pretrain"):
     return logger
 
 
-_TRACKED_TOP = ("env_runners", "learners", "num_env_steps_sampled_lifetime", "training_iteration",
+_TRACKED_TOP = ("env_runners", "learners", "val", "num_env_steps_sampled_lifetime", "training_iteration",
                  "time_this_iter_s", "time_total_s", "perf")
 _NOISE = ("timer", "connector", "throughput", "weights_seq_no", "num_agent_steps", "num_module_steps",
           "num_trainable_parameters", "num_non_trainable_parameters")
@@ -111,64 +112,6 @@ def tracked_metrics(result: dict) -> dict[str, float]:
     flat = flatten_dict({k: v for k, v in result.items() if k in _TRACKED_TOP}, delimiter="/")
     return {k: float(v) for k, v in flat.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not any(n in k for n in _NOISE)}
-
-
-def tune_callback(cfg: Config, stage: str):
-    """Tune's MLflow callback: one MLflow run per trial, the learning metrics every iteration; every
-    run it opens ends FINISHED or FAILED (or KILLED, by memsel.lifecycle, when the command is stopped)."""
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-    class MemselMLflowLoggerCallback(MLflowLoggerCallback):
-        """Adds memsel's own config to each trial's run, next to the RLlib config Tune logs, and
-        logs the learning metrics of each result (see :func:`tracked_metrics`)."""
-
-        def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
-            if trial in self._trial_runs:
-                self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=tracked_metrics(result),
-                                             step=result["training_iteration"])
-
-        def log_trial_start(self, trial: Any) -> None:
-            new = trial not in self._trial_runs
-            super().log_trial_start(trial)
-            if new:
-                c = MlflowClient(tracking_uri=cfg.resolved_tracking_uri)
-                run_id = self._trial_runs[trial]
-                register_run(run_id)
-                # Readable names in the MLflow UI: <run>/<stage>/<trial id>.
-                c.set_tag(run_id, "mlflow.runName", f"{cfg.name}/{stage}/{trial.trial_id}")
-                c.set_tag(run_id, "memsel.trial_id", trial.trial_id)
-                log_config(c, run_id, cfg)
-
-        def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-            # A trial that failed before it started has no run (Ray's callback raised KeyError here,
-            # hiding the trial's own error); a failed artifact upload must not hide it either.
-            if trial not in self._trial_runs:
-                return
-            try:
-                super().log_trial_end(trial, failed)
-            except Exception as e:
-                log.warning("MLflow: ending the run of trial %s: %s", trial.trial_id, e)
-                MlflowClient(tracking_uri=cfg.resolved_tracking_uri).set_terminated(
-                    self._trial_runs[trial], "FAILED" if failed else "FINISHED")
-
-    experiment_id(cfg)
-    return MemselMLflowLoggerCallback(tracking_uri=cfg.resolved_tracking_uri, experiment_name=experiment_name(cfg),
-                                      tags=run_tags(cfg, stage), save_artifact=True)
-
-
-def log_trial_checkpoint(cfg: Config, trial_id: str, checkpoint_dir: str, selector: Path | None) -> None:
-    """Attach a trial's final RLlib checkpoint (and the exported selector) to the trial's MLflow run."""
-    c = client(cfg)
-    runs = c.search_runs([experiment_id(cfg)], filter_string=f"tags.`memsel.trial_id` = '{trial_id}'",
-                         max_results=1)
-    if not runs:
-        log.warning("no MLflow run found for trial %s; checkpoint not attached", trial_id)
-        return
-    rid = runs[0].info.run_id
-    c.set_tag(rid, "memsel.checkpoint", checkpoint_dir)
-    c.log_artifacts(rid, checkpoint_dir, "checkpoint")
-    if selector is not None:
-        c.log_artifact(rid, str(selector))
 
 
 def flat_metrics(values: dict) -> dict[str, float]:

@@ -84,10 +84,13 @@ def test_export_selector_from_checkpoint_keeps_the_modules_weights_and_the_vocab
 
 def test_run_ppo_trains_and_exports_the_checkpoints_selector(prepared, ray_session, tmp_path):
     cfg, data = prepared
-    teacher = _zero_selector(cfg, data, tmp_path / "teacher.pt")
-    outcome = run_ppo(cfg, data.files["train_npz"], data.spec, teacher, sweep=False)
+    cfg.layout.pretrain.mkdir(parents=True, exist_ok=True)
+    _zero_selector(cfg, data, cfg.layout.pretrained_selector)  # the teacher the trial gets in its payload
+    outcome = run_ppo(cfg, data.files, data.spec, False)
     assert [row["iteration"] for row in outcome.curve] == [1, 2]
     assert all(np.isfinite(row["return"]) and np.isfinite(row["distill_kl"]) for row in outcome.curve)
+    # The validation score of the greedy policy, every iteration (tune.eval_every 1).
+    assert all(0.0 <= row["val_selection_accuracy"] <= 1.0 for row in outcome.curve)
     assert outcome.best_config == {} and len(outcome.trials) == 1
     # The exported file is the checkpoint's selector, with the run's vocabulary.
     module = RLModule.from_checkpoint(f"{outcome.checkpoint}/{MODULE_SUBDIR}")
@@ -99,37 +102,36 @@ def test_run_ppo_trains_and_exports_the_checkpoints_selector(prepared, ray_sessi
     assert written["selector_path"] == str(outcome.selector_path)
 
 
-def test_searched_fields_are_read_where_the_trial_config_keeps_them(prepared):
+def test_a_trials_values_reach_rllib_and_the_learner_copy_alike(prepared):
+    """A trial applies its sampled values to the memsel config before the PPOConfig is built: RLlib's key and
+    the learner's copy of the ppo settings hold the same value (one draw, whoever reads it)."""
+    from memsel.config import with_overrides
     from memsel.rl import build_ppo_config
-    from memsel.tune_jobs.ppo import _lookup
 
     cfg, data = prepared
-    ppo = dataclasses.replace(cfg.ppo, lr=1e-4, distill_coeff=0.25, train_batch_size=96, vf_clip=3.0)
-    trial = build_ppo_config(dataclasses.replace(cfg, ppo=ppo), data.files["train_npz"], data.spec, None).to_dict()
-    assert _lookup(trial, "lr") == 1e-4  # RLlib's own key
-    assert _lookup(trial, "train_batch_size") == 96 and _lookup(trial, "vf_clip") == 3.0
-    assert _lookup(trial, "distill_coeff") == 0.25  # the learner's copy of the ppo settings
+    trial_cfg = with_overrides(cfg, {"ppo.lr": np.float64(1e-4), "ppo.distill_coeff": 0.25,
+                                     "ppo.train_batch_size": 96, "env.hops": 2})
+    trial = build_ppo_config(trial_cfg, data.files["train_npz"], data.spec, None).to_dict()
+    copy = trial["learner_config_dict"]["ppo"]
+    assert trial["lr"] == copy["lr"] == 1e-4 and type(copy["lr"]) is float
+    assert trial["_train_batch_size_per_learner"] == copy["train_batch_size"] == 96
+    assert copy["distill_coeff"] == 0.25 and trial["env_config"]["hops"] == 2
 
 
 @pytest.mark.parametrize("kind", ["loguniform", "grid"])
-def test_a_searched_rllib_field_is_drawn_once_and_the_learner_copy_follows_it(prepared, kind):
-    """lr is read by RLlib; the learner keeps a copy of every ppo setting. One draw per trial: a second
-    sampler would give the copy another value, a second grid would multiply the trials."""
+def test_a_search_space_draws_each_field_once_per_trial(kind):
+    """Samplers are keyed by dotted field; a grid multiplies the trials by its points, a sampler does not;
+    search_alg grid turns a choice into grid points."""
     from ray.tune.search.variant_generator import generate_variants
 
     from memsel.config import TuneSettings
-    from memsel.rl import build_ppo_config
     from memsel.tune_jobs.ppo import search_space
 
-    cfg, data = prepared
     spec = {"loguniform": [1e-5, 1e-3]} if kind == "loguniform" else {"grid": [1e-4, 3e-4, 1e-3]}
-    space = search_space(TuneSettings(search_space={"lr": spec, "distill_coeff": {"choice": [0.0, 0.5]}}))
-    ppo = dataclasses.replace(cfg.ppo, **space)
-    param_space = build_ppo_config(dataclasses.replace(cfg, ppo=ppo), data.files["train_npz"], data.spec,
-                                   None).to_dict()
-    trials = [resolved for _, resolved in generate_variants(param_space)]
+    trials = [t for _, t in generate_variants(search_space(TuneSettings(
+        search_space={"ppo.lr": spec, "ppo.distill_coeff": {"choice": [0.0, 0.5]}})))]
     assert len(trials) == (3 if kind == "grid" else 1)
-    for trial in trials:
-        copy = trial["learner_config_dict"]["ppo"]
-        assert 1e-5 <= trial["lr"] <= 1e-3 and copy["lr"] == trial["lr"]
-        assert copy["distill_coeff"] in (0.0, 0.5)
+    assert all(1e-5 <= t["ppo.lr"] <= 1e-3 and t["ppo.distill_coeff"] in (0.0, 0.5) for t in trials)
+    grid = [t for _, t in generate_variants(search_space(TuneSettings(
+        search_alg="grid", search_space={"ppo.lr": {"choice": [1e-4, 1e-3]}, "env.hops": {"choice": [1, 2]}})))]
+    assert sorted((t["ppo.lr"], t["env.hops"]) for t in grid) == [(1e-4, 1), (1e-4, 2), (1e-3, 1), (1e-3, 2)]

@@ -69,7 +69,7 @@ def test_a_scheduler_is_one_registration():
     made = []
 
     @SCHEDULERS.register("halving", _HalvingConfig)
-    def halving(config, settings, max_t):
+    def halving(config, settings, max_t, mutations=None):
         made.append((config.every, max_t))
         return "scheduler"
 

@@ -24,8 +24,8 @@ that finds neither is not taken. Adam trains the value head only. One minibatch 
 one epoch is classic TRPO; more take one such step each.
 
 Settings: ``learner_config_dict`` holds ``ppo`` (``dataclasses.asdict`` of memsel's PPOSettings, rebuilt
-and validated here; memsel.rl fills it), ``teacher_path`` (a selector file; None = no distillation) and
-``teacher_return`` (the teacher's expected return, for the 'adaptive' distillation weight). RLlib's own
+and validated here; memsel.rl fills it), ``teacher`` (a selector file's contents; ``teacher_path``, a
+file, in older configs; None = no distillation) and ``teacher_return`` (the teacher's expected return, for the 'adaptive' distillation weight). RLlib's own
 hyperparameters (clip_param, kl_coeff, ...) are read from the algorithm config, as RLlib's loss reads them.
 
 Checkpoints: RLlib's Learner state holds the module weights, the optimiser's state and its metrics, not PPO's
@@ -171,8 +171,9 @@ class DistillPPOTorchLearner(PPOTorchLearner):
                              f", not {type(self).__name__}")
         self.teacher_return: float | None = cfg.get("teacher_return")
         self._teacher: Selector | None = None
-        if cfg.get("teacher_path"):
-            self._teacher = Selector.load(cfg["teacher_path"]).to(self._device).eval()
+        teacher = cfg.get("teacher") or cfg.get("teacher_path")  # the file's contents (older configs: its path)
+        if teacher:
+            self._teacher = Selector.load(teacher).to(self._device).eval()
             for p in self._teacher.parameters():
                 p.requires_grad_(False)
         self._env_steps = 0.0

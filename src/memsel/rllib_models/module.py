@@ -16,11 +16,12 @@ from memsel.data.encode import DataSpec
 from memsel.network import Selector, read_selector_file
 
 
-def load_pretrained_selector(selector: Selector, path: str) -> None:
-    """Copy a pretrained selector file into ``selector``; refuses mismatching shapes or keys."""
+def load_pretrained_selector(selector: Selector, path: str | bytes) -> None:
+    """Copy a pretrained selector file (or its contents) into ``selector``; refuses mismatching shapes or keys."""
     blob = read_selector_file(path)
     if blob["spec"] != selector.export()["spec"]:
-        raise ValueError(f"{path}: pretrained for data shapes {blob['spec']}, but this module was built "
+        where = "the pretrained selector" if isinstance(path, bytes) else path
+        raise ValueError(f"{where}: pretrained for data shapes {blob['spec']}, but this module was built "
                          f"for {selector.export()['spec']}")
     selector.load_state_dict(blob["state_dict"], strict=True)
 
@@ -39,8 +40,10 @@ class SelectorRLModule(TorchRLModule, ValueFunctionAPI):
     """Policy = the selector's masked logits over memory slots; value = a small head on its read.
 
     model_config: ``selector`` (SelectorConfig fields), ``spec`` (DataSpec fields) and optionally
-    ``pretrained_path`` and ``orthogonal_init``. The pretrained file is loaded inside ``setup()``, so every copy of the
-    module (learner and every env runner) starts from it: no weight-sync race after build.
+    ``pretrained`` (a selector file's contents; ``pretrained_path``, a file, in older checkpoints) and
+    ``orthogonal_init``. The pretrained selector is loaded inside ``setup()``, so every copy of the module
+    (learner and every env runner) starts from it: no weight-sync race after build. It travels as bytes so
+    that a module rebuilt from a checkpoint on any machine finds it.
     """
 
     @override(TorchRLModule)
@@ -58,8 +61,9 @@ class SelectorRLModule(TorchRLModule, ValueFunctionAPI):
             # loaded below replaces the selector's part; the value head keeps this init.
             orthogonal_init(self.selector, out_gain=0.01)
             orthogonal_init(self.value_head, out_gain=1.0)
-        if mc.get("pretrained_path"):
-            load_pretrained_selector(self.selector, mc["pretrained_path"])
+        pretrained = mc.get("pretrained") or mc.get("pretrained_path")
+        if pretrained:
+            load_pretrained_selector(self.selector, pretrained)
 
     @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:

@@ -2,14 +2,16 @@
 
 ``memsel train`` is a Tune experiment with one trial and no search; ``memsel tune`` draws
 ``tune.num_samples`` trials from ``tune.search_space`` with the search algorithm ``tune.search_alg``
-and stops the weak ones early with the scheduler ``tune.scheduler`` (ASHA by default).
-Both log every trial to MLflow through one callback and keep Tune's checkpoints, so that either
-runs unchanged on a laptop's local Ray or on a cluster (``--ray-address``).
+(random, grid, optuna) and the scheduler ``tune.scheduler`` (asha, pbt, none). Each trial is a
+:class:`memsel.tune_jobs.trial.MemselTrial`: its data and teacher reach it through Ray's object
+store, its checkpoints go to ``tune.storage_path``, and it reports its validation score, which
+ranks, stops and exploits trials. MLflow gets a parent run per sweep and a child run per trial
+(memsel.tune_jobs.tracker); the best trial's selector is exported to ``<run_dir>/<stage>/selector.pt``
+and, after a sweep, registered as a new version of ``memsel-<name>`` (memsel.model_registry).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -23,11 +25,11 @@ from ray.tune.search import Searcher
 from memsel.config import Config, TuneSettings
 from memsel.data.encode import DataSpec, EncodedSamples
 from memsel.files import write_text_atomic
-from memsel.inference import vocabulary_of_run
-from memsel.rl import RLLIB_KEYS, build_ppo_config
-from memsel.tracking import log_trial_checkpoint, tune_callback
+from memsel.tune_jobs import report, sweep
+from memsel.tune_jobs.report import metric_value
 from memsel.tune_jobs.schedulers import make_scheduler
 from memsel.tune_jobs.search import make_search_alg
+from memsel.tune_jobs.trial import SELECTOR_FILE, build_payload, trainable
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +43,33 @@ class PPOOutcome:
     selector_path: Path
     """The fine-tuned selector (best trial's), as a memsel selector file."""
     checkpoint: str
-    """The RLlib checkpoint it came from."""
+    """The checkpoint it came from (RLlib's algorithm state and the trial's selector)."""
     best_config: dict[str, Any]
-    """The searched PPO fields of the best trial (empty for a plain train run)."""
+    """The searched fields of the best trial, dotted (empty for a plain train run)."""
     curve: list[dict[str, float]] = field(default_factory=list)
-    """Per iteration of the best trial: iteration, env steps, return, mean KL, distillation KL, entropy
-    (and the natural update's step KL)."""
+    """Per iteration of the best trial: iteration, env steps, return, mean KL, distillation KL, entropy,
+    validation score (and the natural update's step KL)."""
     trials: list[dict[str, Any]] = field(default_factory=list)
-    """Every trial: its searched fields, last return and iterations run."""
+    """Every trial (memsel.tune_jobs.report.trial_rows): id, status, iterations, metric, sampled values, node,
+    MLflow run, error."""
+    summary: dict[str, Any] = field(default_factory=dict)
+    """The sweep: id, attempt, metric, counts, best trial, registered model."""
+
+
+_MAKERS = {"choice": tune.choice, "grid": tune.grid_search, "uniform": lambda a: tune.uniform(*a),
+           "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(*a)}
 
 
 def search_space(settings: TuneSettings) -> dict[str, Any]:
-    """memsel's ``tune.search_space`` spec -> Tune sampler objects, keyed by ppo field."""
-    makers = {"choice": lambda a: tune.choice(a), "grid": lambda a: tune.grid_search(a),
-              "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
-              "randint": lambda a: tune.randint(*a)}
-    return {key: makers[kind](args) for key, spec in settings.search_space.items() for kind, args in spec.items()}
+    """memsel's ``tune.search_space`` spec -> Tune samplers keyed by dotted field (``ppo.lr``); with search_alg
+    ``grid`` every choice is a grid axis."""
+    out = {}
+    for key, spec in settings.search_space.items():
+        kind, args = next(iter(spec.items()))
+        if settings.search_alg == "grid" and kind == "choice":
+            kind = "grid"
+        out[key] = _MAKERS[kind](args)
+    return out
 
 
 _CURVE_KEYS = {
@@ -65,71 +78,9 @@ _CURVE_KEYS = {
     "distill_kl": "learners/default_policy/distill_kl",
     "entropy": "learners/default_policy/entropy",
     "step_kl": "learners/default_policy/natural_step_kl",  # ppo.update natural only
+    "val_selection_accuracy": "val/selection_accuracy",
+    "val_answer_accuracy": "val/answer_accuracy",
 }
-
-
-def metric_value(metrics: dict | None, key: str) -> float | None:
-    """``a/b/c`` -> metrics["a"]["b"]["c"] (Tune's results are nested; its metric names are flat)."""
-    node: Any = metrics or {}
-    if key in node:
-        return node[key]
-    for part in key.split("/"):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-class ProgressCallback(tune.Callback):
-    """One log line per trial iteration: enough to follow a run without Tune's wide tables."""
-
-    def __init__(self, stage: str, iterations: int):
-        self.stage, self.iterations = stage, iterations
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        parts = [f"{name} {metric_value(result, key):.4f}" for name, key in _CURVE_KEYS.items()
-                 if isinstance(metric_value(result, key), (int, float))]
-        log.info("%s %s iter %d/%d  %s", self.stage, trial.trial_id, result.get("training_iteration", 0),
-                 self.iterations, "  ".join(parts))
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        log.error("%s %s failed: %s", self.stage, trial.trial_id, trial_error(trial))
-
-    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        log.warning("%s %s failed, restarting it (tune.max_failures): %s", self.stage, trial.trial_id,
-                    trial_error(trial))
-
-
-def trial_error(trial: Any) -> str:
-    """A failed trial, told by itself: the last line of its error and where its full log is."""
-    error_file = getattr(trial, "error_file", None) or Path(trial.local_path or "") / "error.txt"
-    return _error_line(Path(error_file), trial.local_path)
-
-
-def _error_line(error_file: Path, trial_dir: Any) -> str:
-    text = ""
-    with contextlib.suppress(OSError):
-        text = error_file.read_text(encoding="utf-8", errors="replace")
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return f"{lines[-1].strip() if lines else 'no error text'} (full error: {error_file}; trial log: {trial_dir})"
-
-
-def _check_complete(grid: Any, stage: str) -> None:
-    """Refuse to export from a sweep that did not end: a signal, a failed trial, a trial left unfinished."""
-    from memsel.lifecycle import Interrupted, StageFailed, received_signal
-
-    sig = received_signal()
-    if sig:
-        raise Interrupted(sig)
-    failed = [r for r in grid if r.error is not None]
-    if failed:
-        trial_dir = Path(failed[0].path)
-        raise StageFailed(f"{stage}: {len(failed)} of {len(grid)} trial(s) failed; trial {trial_dir.name}: "
-                          f"{_error_line(trial_dir / 'error.txt', trial_dir)}")
-    unfinished = len(grid) - grid.num_terminated
-    if unfinished:
-        raise StageFailed(f"{stage}: the sweep ended with {unfinished} of {len(grid)} trial(s) unfinished; "
-                          "nothing exported")
 
 
 def _curve(result: Any) -> list[dict[str, float]]:
@@ -188,64 +139,140 @@ def pretrained_return(cfg: Config, selector_path: Path, data: EncodedSamples) ->
     return float(scores["answer_accuracy"] if reader is not None else scores["selection_accuracy"])
 
 
-def run_ppo(cfg: Config, train_npz: str, spec: DataSpec, pretrained: Path | None, sweep: bool,
-            teacher_return: float | None = None, stage: str | None = None) -> PPOOutcome:
+@dataclass
+class _Plan:
+    """One train or tune experiment, as decided before Tune starts."""
+
+    cfg: Config
+    stage: str
+    sweep: bool
+    iterations: int
+    metric: str
+    searched: list[str]
+    state: sweep.SweepState
+
+
+def run_ppo(cfg: Config, data_files: dict[str, str], spec: DataSpec | None = None, sweep_: bool = False,
+            stage: str | None = None, mode: str = "fresh") -> PPOOutcome:
     """Run PPO through Tune (one trial, or a sweep) and export the best trial's selector.
 
-    ``teacher_return``: the pretrained policy's expected return on the env's view of the data (what
-    the adaptive distillation weight compares the student with); None = computed on ``train_npz``.
-    ``stage``: the folder (and MLflow run name) it writes; default ``tune`` or ``ppo``.
+    ``data_files``: the prepared splits (``train_npz``, ``val_npz``); ``stage``: the folder (and MLflow run
+    name) it writes, default ``tune`` or ``ppo``; ``mode``: what to do with a sweep the run directory
+    already holds (memsel.tune_jobs.sweep.MODES).
     """
-    stage = stage or ("tune" if sweep else "ppo")
-    iterations = (cfg.tune.iterations or cfg.ppo.iterations) if sweep else cfg.ppo.iterations
-    space = search_space(cfg.tune) if sweep else {}
-    # Samplers stand in for the searched fields; the PPOConfig builder passes them through and
-    # Tune resolves them per trial.
-    ppo = dataclasses.replace(cfg.ppo, **space)
-    if teacher_return is None and pretrained and cfg.ppo.use_pretrained:
-        teacher_return = pretrained_return(cfg, pretrained, EncodedSamples.load(train_npz))
-    ppo_config = build_ppo_config(dataclasses.replace(cfg, ppo=ppo), train_npz, spec, pretrained, teacher_return)
-    metric = cfg.tune.metric
-    search_alg = make_search_alg(cfg.tune) if sweep else None
+    from memsel.tune_jobs.tracker import SweepTracker
+
+    stage = stage or ("tune" if sweep_ else "ppo")
+    iterations = (cfg.tune.iterations or cfg.ppo.iterations) if sweep_ else cfg.ppo.iterations
+    searched = list(cfg.tune.search_space) if sweep_ else []
+    plan = _Plan(cfg, stage, sweep_, iterations, cfg.tune.resolved_metric(cfg.env), searched,
+                 sweep.begin(cfg, stage, mode))
+    if sweep_:
+        _open_parent(plan)
+    tracker = SweepTracker(cfg, stage, plan.state.sweep_id, plan.state.attempt, searched, plan.state.parent_run_id,
+                           track_mutations=sweep_ and cfg.tune.scheduler == "pbt")
+    callbacks = [tracker, report.ProgressCallback(stage, iterations, plan.metric)]
+    payload = build_payload(cfg, data_files, iterations, searched)
+    log.info("%s: %s %s, attempt %d, trials write to %s", stage, "sweep" if sweep_ else "run", plan.state.sweep_id,
+             plan.state.attempt, plan.state.path)
+    grid = _tuner(plan, payload, callbacks).fit()
+    return _conclude(plan, grid)
+
+
+def _open_parent(plan: _Plan) -> None:
+    from memsel.tracking import client, log_config
+    from memsel.tune_jobs.tracker import open_run
+
+    cfg, state = plan.cfg, plan.state
+    tags = {"memsel.sweep_id": state.sweep_id, "memsel.attempt": str(state.attempt), "memsel.role": "sweep",
+            "memsel.search_alg": cfg.tune.search_alg, "memsel.scheduler": cfg.tune.scheduler,
+            "memsel.metric": plan.metric}
+    rid = open_run(cfg, plan.stage, tags, f"{cfg.name}/{plan.stage}",
+                   {"memsel.sweep_id": state.sweep_id, "memsel.role": "sweep"})
+    if state.parent_run_id != rid:
+        log_config(client(cfg), rid, cfg)
+        state.parent_run_id = rid
+        sweep.write_state(cfg, plan.stage, state)
+
+
+def _tuner(plan: _Plan, payload: Any, callbacks: list) -> tune.Tuner:
+    cfg, train = plan.cfg, trainable(plan.cfg, payload)
+    if plan.state.resuming:
+        # Tune restores the sweep's own (pickled) callbacks; they read the new attempt from sweep.json.
+        return tune.Tuner.restore(plan.state.path, train, resume_unfinished=True, resume_errored=True)
+    space = search_space(cfg.tune) if plan.sweep else {}
+    pbt = plan.sweep and cfg.tune.scheduler == "pbt"
+    search_alg = make_search_alg(cfg.tune, cfg.seed) if plan.sweep else None
+    mutations = {k: v for k, v in space.items() if k.startswith("ppo.")}
+    every = cfg.tune.scheduler_options.get("perturbation_interval", 2) if pbt else cfg.ppo.checkpoint_every
     tune_config = tune.TuneConfig(
-        metric=metric, mode="max", num_samples=cfg.tune.num_samples if sweep else 1,
+        metric=plan.metric, mode="max", num_samples=cfg.tune.num_samples if plan.sweep else 1,
         # Tune limits a Searcher by wrapping it; a SearchGenerator (random search) limits itself.
         max_concurrent_trials=cfg.tune.max_concurrent_trials if isinstance(search_alg, Searcher) else None,
-        scheduler=make_scheduler(cfg.tune, iterations) if sweep else None, search_alg=search_alg)
+        scheduler=make_scheduler(cfg.tune, plan.iterations, mutations) if plan.sweep else None,
+        search_alg=search_alg, time_budget_s=(cfg.tune.time_budget_s or None) if plan.sweep else None)
     run_config = tune.RunConfig(
-        name=stage, storage_path=str(cfg.layout.ray_results), stop={"training_iteration": iterations},
-        callbacks=[tune_callback(cfg, stage), ProgressCallback(stage, iterations)], verbose=0,
-        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=cfg.ppo.checkpoint_every,
-                                                checkpoint_at_end=True, num_to_keep=2),
+        name=plan.stage, storage_path=sweep.storage_root(cfg), callbacks=callbacks, verbose=0,
+        stop={"training_iteration": plan.iterations, **({k: float(v) for k, v in cfg.tune.stop.items()}
+                                                        if plan.sweep else {})},
+        # PBT restores another trial's checkpoint a few seconds after choosing it: keep them all, or the
+        # trial it copies may have deleted it meanwhile ("checkpoint does not exist on storage anymore").
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=every, checkpoint_at_end=True,
+                                                num_to_keep=None if pbt else 2),
         failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures))
-    grid = tune.Tuner(ppo_config.algo_class, param_space=ppo_config, tune_config=tune_config,
-                      run_config=run_config).fit()
-    _check_complete(grid, stage)
-    best = grid.get_best_result(metric=metric, mode="max", scope="last")
+    return tune.Tuner(train, param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+def _check_ended(plan: _Plan, grid: Any, rows: list[dict]) -> None:
+    """Refuse to export from an experiment that did not end: a signal, a trial left unfinished, no trial that
+    finished; a plain train run also refuses a failed trial (a sweep reports its failed trials and goes on)."""
+    from memsel.lifecycle import Interrupted, StageFailed, received_signal
+
+    sig = received_signal()
+    if sig:
+        raise Interrupted(sig)
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed and (not plan.sweep or len(failed) == len(rows)):
+        raise StageFailed(f"{plan.stage}: {len(failed)} of {len(rows)} trial(s) failed; trial {failed[0]['trial_id']}: "
+                          f"{failed[0]['error']}")
+    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    if unfinished:
+        hint = "; `memsel tune --resume` continues it" if plan.sweep else ""
+        raise StageFailed(f"{plan.stage}: the experiment ended with {unfinished} of {len(grid)} trial(s) unfinished; "
+                          f"nothing exported{hint}")
+    if failed:
+        log.warning("%s: %d of %d trials failed (listed in the summary); the best of the others is exported",
+                    plan.stage, len(failed), len(rows))
+
+
+def _conclude(plan: _Plan, grid: Any) -> PPOOutcome:
+    """Rank the trials, export the best one's selector, attach outputs to MLflow, write outcome.json."""
+    from memsel.tune_jobs.tracker import attach_trial_outputs, finish_parent, runs_of_sweep
+
+    cfg = plan.cfg
+    runs = runs_of_sweep(cfg, plan.state.sweep_id)
+    rows = report.trial_rows(grid, plan.metric, plan.searched, plan.iterations, runs)
+    _check_ended(plan, grid, rows)
+    best_row = report.ranked(rows)[0]
+    results = {row["trial_id"]: r for row, r in zip(rows, grid)}
+    best = results[best_row["trial_id"]]
     if best.checkpoint is None:
-        raise RuntimeError(f"{stage}: the best trial left no checkpoint under {cfg.layout.ray_results}")
-    dest = cfg.layout.selector(stage)
-    export_selector_from_checkpoint(best.checkpoint.path, dest, vocabulary_of_run(cfg.run_path))
-    searched = {k: _lookup(best.config, k) for k in space}
-    trials = []
-    for r in grid:
-        if r.checkpoint is not None:
-            log_trial_checkpoint(cfg, r.metrics["trial_id"], r.checkpoint.path,
-                                 dest if r.path == best.path else None)
-        trials.append({**{k: _lookup(r.config, k) for k in space},
-                       "return": metric_value(r.metrics, metric),
-                       "iterations": metric_value(r.metrics, "training_iteration")})
-    outcome = PPOOutcome(dest, best.checkpoint.path, searched, _curve(best), trials)
-    write_text_atomic(cfg.layout.outcome(stage), json.dumps(
+        raise RuntimeError(f"{plan.stage}: the best trial {best_row['trial_id']} left no checkpoint under "
+                           f"{plan.state.path}")
+    dest = sweep.copy_from_checkpoint(best.checkpoint, SELECTOR_FILE, cfg.layout.selector(plan.stage))
+    for row in rows:
+        checkpoint = results[row["trial_id"]].checkpoint
+        if row["mlflow_run_id"] and checkpoint is not None:
+            attach_trial_outputs(cfg, row["mlflow_run_id"], checkpoint, row is best_row)
+    summary = {"stage": plan.stage, "sweep_id": plan.state.sweep_id, "attempt": plan.state.attempt,
+               "metric": plan.metric, "experiment_path": plan.state.path, "selector": str(dest),
+               "counts": {s: sum(r["status"] == s for r in rows) for s in ("finished", "stopped", "failed")},
+               "trials_total": len(rows), "best": best_row}
+    if plan.sweep:
+        summary.update(finish_parent(cfg, plan.stage, plan.state.parent_run_id, rows, plan.searched, plan.metric,
+                                     best_row, dest))
+    outcome = PPOOutcome(dest, best.checkpoint.path, dict(best_row["config"]), _curve(best), rows, summary)
+    write_text_atomic(cfg.layout.outcome(plan.stage), json.dumps(
         {**dataclasses.asdict(outcome), "selector_path": str(dest)}, indent=2, default=str))
-    log.info("%s: best trial %s -> %s", stage, searched or "(no search)", dest)
+    log.info("%s: best trial %s %s -> %s", plan.stage, best_row["trial_id"], best_row["config"] or "(no search)", dest)
     return outcome
-
-
-def _lookup(trial_config: dict, ppo_field: str) -> Any:
-    """Where a ppo field sits in the RLlib config dict of a trial: RLlib's own key for the settings RLlib
-    reads (the value it trained with), else the learner's copy of the ppo settings."""
-    key = RLLIB_KEYS.get(ppo_field, ppo_field)
-    if key in trial_config:
-        return trial_config[key]
-    return trial_config.get("learner_config_dict", {}).get("ppo", {}).get(ppo_field)
