@@ -26,7 +26,7 @@ What it takes care of:
   file is generated with ``ray get-auth-token --generate``).
 * A worker with ``hide=[...]`` runs in a mount namespace of its own (``unshare --mount
   --map-root-user``) with an empty tmpfs over each hidden folder: its processes see an empty
-  folder where the host has files (and what they write there stays in that tmpfs).
+  folder where the host has files (and what they write there stays in that tmpfs, 64 MB at most).
 * Each cluster has a temporary folder of its own (Ray's ``--temp-dir``: sessions, logs, sockets)
   unless given one, so that it neither records itself as the machine's "current" cluster in
   ``/tmp/ray`` (where a plain ``ray.init()`` of somebody else would find and join it) nor moves
@@ -34,6 +34,13 @@ What it takes care of:
 
 Whether the nodes are up is asked of the GCS by a short separate process (:data:`_PROBE`), so the
 calling process never joins the cluster (nor imports Ray) to wait for it.
+
+Limits: hiding hides files only (the worker shares the network, the process list and /dev/shm with
+the host; ``/proc/<host pid>/root`` is refused to it). A process that has already imported Ray
+without the single-node switch (a test session with a local Ray) cannot join: run drivers as
+separate processes with :meth:`LocalCluster.client_env`. If the calling process is SIGKILLed, its
+nodes keep running (own sessions; ``atexit`` does not run): their PIDs are in its log.
+Costs on 2 busy cores: head 8-14 s, a worker 5-7 s, :meth:`LocalCluster.stop` 2-5 s.
 """
 
 from __future__ import annotations
@@ -202,12 +209,12 @@ def _in_mount_namespace(cmd: list[str], hidden: Sequence[Path]) -> list[str]:
             os.getcwd(), *cmd]
 
 
-def _needed_by_nodes(temp_dir: Path) -> dict[str, Path]:
+def _needed_by_nodes(temp_dir: Path, python: str) -> dict[str, Path]:
     """What every node reads; a hidden folder must not hold any of it."""
     import importlib.util
 
     needed = {"the cluster's temporary folder": temp_dir, "the Python environment": Path(sys.prefix),
-              "the Python installation": Path(sys.base_prefix)}
+              "the Python installation": Path(sys.base_prefix), "the nodes' Python": Path(python).parent}
     spec = importlib.util.find_spec("ray")  # finds the package without importing it
     if spec is not None and spec.origin:
         needed["Ray's package"] = Path(spec.origin).parent
@@ -216,13 +223,14 @@ def _needed_by_nodes(temp_dir: Path) -> dict[str, Path]:
     return {what: path.resolve() for what, path in needed.items()}
 
 
-def check_hidden(hide: Iterable[str | Path], temp_dir: Path) -> tuple[Path, ...]:
-    """The folders of ``hide``, resolved, after checking that each can be hidden from a worker node:
-    an existing folder that holds nothing the node needs (raises ValueError otherwise)."""
+def check_hidden(hide: Iterable[str | Path], temp_dir: Path, python: str = sys.executable) -> tuple[Path, ...]:
+    """The folders of ``hide``, resolved, after checking that each can be hidden from a worker node
+    (whose Ray runs on ``python``): an existing folder that holds nothing the node needs (raises
+    ValueError otherwise)."""
     paths = tuple(Path(p).resolve() for p in hide)
     if paths and shutil.which("unshare") is None:
         raise ValueError("hiding folders from a worker node needs util-linux's `unshare`")
-    needed = _needed_by_nodes(temp_dir)
+    needed = _needed_by_nodes(temp_dir, python)
     for path in paths:
         if not path.is_dir():
             raise ValueError(f"hide: {path} is not an existing folder (only folders can be hidden)")
@@ -358,7 +366,7 @@ class LocalCluster:
         processes do not see what the host has there); wait until ``ray start`` reports it up."""
         if self.head is None:
             raise ClusterError("start_head() before add_worker()")
-        hidden = check_hidden(hide, self.temp_dir)
+        hidden = check_hidden(hide, self.temp_dir, self.python)
         ports = free_ports(6)
         cmd = self._ray_start([f"--address={self.address}"], num_cpus, resources, ports)
         if hidden:
