@@ -1,5 +1,5 @@
-"""A real two-node Ray cluster (`ray start` head + worker) and a memsel job submitted to it with
-the scripts in cluster/, token authentication on.
+"""A real two-node Ray cluster (`ray start` head + worker, memsel.local_cluster) and a memsel job
+submitted to it with cluster/submit.sh, token authentication on.
 
 The head and the worker run with `--block`, each in its own process session, and are stopped by
 signalling those sessions only: `ray stop` would end every Ray process on the machine, including a
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,94 +17,31 @@ from pathlib import Path
 
 import pytest
 
+from memsel.local_cluster import LocalCluster
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(script: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """`cluster/<script> ... --block` in a new process session (so that it can be stopped alone)."""
-    with open(log, "w") as out:
-        return subprocess.Popen([str(REPO / "cluster" / script), *args, "--block"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, f"ray start exited early ({proc.returncode}): {log.read_text()[-2000:]}"
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(1)
-    raise AssertionError(f"nothing listens on port {port} after {timeout:.0f} s: {log.read_text()[-2000:]}")
-
-
-def _session_pids(sid: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
-    return [int(pid) for pid, s in (line.split() for line in out.splitlines()) if int(s) == sid]
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM to each node's process session, then SIGKILL to whatever of it is left."""
-    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        for p in procs:
-            for pid in _session_pids(p.pid):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-        deadline = time.time() + grace
-        while time.time() < deadline and any(_session_pids(p.pid) for p in procs):
-            for p in procs:
-                p.poll()  # reap the `ray start` process itself
-            time.sleep(0.5)
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def _forget_cluster(port: int) -> None:
-    """`ray start` records its address for later plain `ray.init()` calls to join; `ray stop` would
-    delete that record, and so do we, when it names the cluster we stopped."""
-    from ray._common.utils import get_ray_address_file
-
-    record = Path(get_ray_address_file(None))
-    if record.is_file() and record.read_text().strip().endswith(f":{port}"):
-        record.unlink()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     import ray
+    from ray._common.utils import get_default_ray_temp_dir
 
     if ray.is_initialized():  # the shared session's local Ray would compete for the 2 cores
         ray.shutdown()
-    logs = tmp_path_factory.mktemp("cluster_logs")
-    port, dash = _free_port(), _free_port()
-    env = {**os.environ, "PORT": str(port), "DASHBOARD_PORT": str(dash), "NUM_CPUS": "1",
-           "MEMSEL_VENV": str(BIN.parent)}
-    nodes: list[subprocess.Popen] = []
-    try:
-        nodes.append(_start("start-head.sh", [], env, logs / "head.log"))
-        _wait_for_port(port, nodes[0], logs / "head.log")
-        _wait_for_port(dash, nodes[0], logs / "head.log")
-        nodes.append(_start("start-worker.sh", [f"127.0.0.1:{port}"], env, logs / "worker.log"))
-        yield {"gcs": f"127.0.0.1:{port}", "jobs": f"http://127.0.0.1:{dash}", "env": env}
-    finally:
-        _stop(nodes)
-        _forget_cluster(port)
-        left = [pid for p in nodes for pid in _session_pids(p.pid)]
-        assert not left, f"Ray processes left running: {left}"
+    # Ray's default temporary folder: the head records itself there, as a plain `ray start` does, so
+    # that the first test checks that a local run does not join it.
+    local = LocalCluster(temp_dir=get_default_ray_temp_dir(), log_dir=tmp_path_factory.mktemp("cluster_logs"))
+    with local:
+        local.start_head(num_cpus=1, dashboard=True)
+        local.add_worker(num_cpus=1)
+        env = {**os.environ, "MEMSEL_VENV": str(BIN.parent)}
+        yield {"gcs": local.address, "jobs": local.dashboard_url, "env": env}
+    left = local.alive_pids()
+    assert not left, f"Ray processes left running: {left}"
 
 
 def _job(jobs_address: str, code: str, auth: bool) -> subprocess.CompletedProcess:
