@@ -267,7 +267,7 @@ def _conclude(plan: _Plan, grid: Any) -> PPOOutcome:
     summary = {"stage": plan.stage, "sweep_id": plan.state.sweep_id, "attempt": plan.state.attempt,
                "metric": plan.metric, "experiment_path": plan.state.path, "selector": str(dest),
                "counts": {s: sum(r["status"] == s for r in rows) for s in ("finished", "stopped", "failed")},
-               "trials_total": len(rows), "best": best_row}
+               "trials_total": len(rows), "best": best_row, "trials": rows}
     if plan.sweep:
         summary.update(finish_parent(cfg, plan.stage, plan.state.parent_run_id, rows, plan.searched, plan.metric,
                                      best_row, dest))
