@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -36,10 +37,14 @@ def cluster(tmp_path_factory):
     # that the first test checks that a local run does not join it.
     local = LocalCluster(temp_dir=get_default_ray_temp_dir(), log_dir=tmp_path_factory.mktemp("cluster_logs"))
     with local:
-        local.start_head(num_cpus=1, dashboard=True)
-        local.add_worker(num_cpus=1)
+        head = local.start_head(num_cpus=1, dashboard=True)
+        # The worker node does not see the folder where drivers keep their run directories.
+        hidden = tmp_path_factory.mktemp("driver_only")
+        worker = local.add_worker(num_cpus=1, hide=[hidden])
+        nodes = local.wait_for_nodes(2, timeout=60)
         env = {**os.environ, "MEMSEL_VENV": str(BIN.parent)}
-        yield {"gcs": local.address, "jobs": local.dashboard_url, "env": env}
+        yield {"gcs": local.address, "jobs": local.dashboard_url, "env": env, "cluster": local, "hidden": hidden,
+               "worker": worker, "head_id": local.node_id(head, nodes), "worker_id": local.node_id(worker, nodes)}
     left = local.alive_pids()
     assert not left, f"Ray processes left running: {left}"
 
@@ -94,3 +99,73 @@ def test_pipeline_job_runs_on_a_two_node_cluster(cluster, tiny_config, tmp_path)
     assert (run_dir / "ppo" / "selector.pt").is_file() and (run_dir / "tune" / "selector.pt").is_file()
     trials = json.loads((run_dir / "tune" / "outcome.json").read_text())["trials"]
     assert len(trials) == 2
+
+
+def _driver(cluster, args: list[str], log: Path) -> subprocess.Popen:
+    """A memsel command joined to the cluster (as a driver on the head's machine), stderr to ``log``."""
+    env = {**os.environ, **cluster["cluster"].client_env()}
+    return subprocess.Popen([str(BIN / "memsel"), *args], env=env, stdout=subprocess.PIPE, stderr=open(log, "w"),
+                            text=True, start_new_session=True)
+
+
+SWEEP = ["--set", "tune.scheduler=none", "--set", "tune.num_samples=4", "--set", "tune.max_concurrent_trials=2",
+         "--set", "tune.register_model=false", "--set", "tune.search_space={lr: {choice: [1.0e-4, 3.0e-4]}}"]
+
+
+CLUSTER_CONFIG = """
+seed: 3
+data: {train_stories: 40, test_stories: 10}
+pretrain: {max_epochs: 3}
+ppo: {iterations: 3, train_batch_size: 128, minibatch_size: 64, num_epochs: 1, num_envs_per_env_runner: 2}
+tune: {iterations: 3}
+"""
+
+
+@pytest.fixture(scope="module")
+def hidden_run(cluster, tmp_path_factory):
+    """A pretrained run directory in the folder the worker node cannot see; checkpoints go to a folder both
+    nodes reach (as a bucket or a shared mount would on a real cluster)."""
+    config = tmp_path_factory.mktemp("cluster_cfg") / "sweep.yaml"
+    config.write_text(CLUSTER_CONFIG, encoding="utf-8")
+    run = cluster["hidden"] / "sweep"
+    proc = subprocess.run([str(BIN / "memsel"), "pretrain", "--config", str(config), "--run-dir", str(run)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    storage = tmp_path_factory.mktemp("shared_storage")
+    return ["--config", str(config), "--run-dir", str(run), "--set", f"tune.storage_path={storage}"]
+
+
+def test_a_sweep_runs_trials_on_both_nodes_without_the_driver_files(cluster, hidden_run, tmp_path):
+    """The worker cannot read the run directory: its trials get data and teacher through Ray."""
+    proc = _driver(cluster, ["tune", *hidden_run, *SWEEP, "--json"], tmp_path / "stderr.txt")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+    summary = json.loads(out)
+    assert summary["counts"] == {"finished": 4, "stopped": 0, "failed": 0}
+    nodes = {t["node_id"] for t in summary["trials"]}
+    assert nodes == {cluster["head_id"], cluster["worker_id"]}, nodes
+
+
+def test_a_worker_killed_mid_sweep_has_its_trial_retried(cluster, hidden_run, tmp_path):
+    """SIGKILL to the worker node while both trials run: its trial fails and is retried on the head
+    (tune.max_failures) from its last checkpoint; the summary counts both trials. Runs last: the worker
+    is gone afterwards."""
+    log = tmp_path / "stderr.txt"
+    sets = ["--fresh", *SWEEP, "--set", "tune.num_samples=2", "--set", "tune.iterations=40", "--set",
+            "ppo.checkpoint_every=1", "--set", "tune.max_failures=1"]
+    proc = _driver(cluster, ["tune", *hidden_run, *sets, "--json"], log)
+    try:
+        deadline = time.time() + 300
+        while len(set(re.findall(r"tune (\S+) iter [3-9]/40", log.read_text()))) < 2:
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert cluster["cluster"].kill_worker(cluster["worker"]) == []
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    summary = json.loads(out)
+    assert summary["trials_total"] == 2 and summary["counts"] == {"finished": 2, "stopped": 0, "failed": 0}
+    assert all(t["iterations"] == 40 and t["node_id"] == cluster["head_id"] for t in summary["trials"])
+    assert "restarting it (tune.max_failures)" in log.read_text()

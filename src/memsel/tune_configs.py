@@ -51,6 +51,9 @@ class PBTConfig:
     """Share of the population at the top (copied from) and the bottom (replaced); <= 0.5."""
     resample_probability: float = 0.25
     """Chance that a mutated value is drawn anew from the search space instead of perturbed."""
+    synch: bool = False
+    """Wait at each interval until every running trial reached it, then exploit (deterministic with
+    ties and few trials; slower: trials pause for the slowest)."""
 
     def validate(self, p: str = "tune") -> None:
         check(self.perturbation_interval >= 1, f"{p}.scheduler_options.perturbation_interval", "an integer >= 1",

@@ -90,7 +90,7 @@ def test_train_sigkill_of_the_driver_leaves_no_ray_process(memsel, check, run_di
 
 
 def test_tune_sigint_mid_sweep_exports_nothing(memsel, check, run_dir):
-    _fault(memsel, check, run_dir, ["tune", "--set", "tune.iterations=20", "--set", "tune.num_samples=3"],
+    _fault(memsel, check, run_dir, ["tune", "--fresh", "--set", "tune.iterations=20", "--set", "tune.num_samples=3"],
            TUNE_ITER, signal.SIGINT)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,8 @@ class _Plan:
     metric: str
     searched: list[str]
     state: sweep.SweepState
+    fit_wall_s: float = 0.0
+    """Seconds Tune's fit took (this attempt), for the summary and `memsel bench tune`."""
 
 
 def run_ppo(cfg: Config, data_files: dict[str, str], spec: DataSpec | None = None, sweep_: bool = False,
@@ -175,7 +178,9 @@ def run_ppo(cfg: Config, data_files: dict[str, str], spec: DataSpec | None = Non
     payload = build_payload(cfg, data_files, iterations, searched)
     log.info("%s: %s %s, attempt %d, trials write to %s", stage, "sweep" if sweep_ else "run", plan.state.sweep_id,
              plan.state.attempt, plan.state.path)
+    started = time.perf_counter()
     grid = _tuner(plan, payload, callbacks).fit()
+    plan.fit_wall_s = time.perf_counter() - started
     return _conclude(plan, grid)
 
 
@@ -267,7 +272,7 @@ def _conclude(plan: _Plan, grid: Any) -> PPOOutcome:
     summary = {"stage": plan.stage, "sweep_id": plan.state.sweep_id, "attempt": plan.state.attempt,
                "metric": plan.metric, "experiment_path": plan.state.path, "selector": str(dest),
                "counts": {s: sum(r["status"] == s for r in rows) for s in ("finished", "stopped", "failed")},
-               "trials_total": len(rows), "best": best_row, "trials": rows}
+               "trials_total": len(rows), "best": best_row, "trials": rows, "fit_wall_s": plan.fit_wall_s}
     if plan.sweep:
         summary.update(finish_parent(cfg, plan.stage, plan.state.parent_run_id, rows, plan.searched, plan.metric,
                                      best_row, dest))

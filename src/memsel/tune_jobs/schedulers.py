@@ -23,7 +23,7 @@ def pbt(config: PBTConfig, settings: Any, max_t: int, mutations: dict | None = N
 
     return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=config.perturbation_interval,
                                    quantile_fraction=config.quantile_fraction,
-                                   resample_probability=config.resample_probability,
+                                   resample_probability=config.resample_probability, synch=config.synch,
                                    hyperparam_mutations=dict(mutations or {}))
 
 
