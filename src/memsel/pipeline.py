@@ -6,6 +6,7 @@ memsel.layout.RunLayout names (``cfg.layout``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -60,7 +61,11 @@ def init_ray(cfg: Config | None = None) -> None:
     hook = {"runtime_env": {"worker_process_setup_hook": _plugin_hook(plugins)}} if plugins else {}
     if address:
         log.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, logging_level=logging.WARNING, **hook)
+        # A cluster on this machine's loopback address (memsel.local_cluster): without Ray's single-node
+        # switch the driver would look for it at the machine's external address and hang.
+        loopback = address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost")
+        with local_ray_settings() if loopback else contextlib.nullcontext():
+            ray.init(address=address, logging_level=logging.WARNING, **hook)
         take_signals()
         return
     with local_ray_settings():
