@@ -262,3 +262,12 @@ def test_bad_env_config_is_refused_before_anything_runs(tmp_path, capsys, sets, 
     code, err = _main(capsys, *argv)
     assert code == 2 and f"field '{field}'" in err and "expected" in err
     assert not run_dir.exists()
+
+
+def test_tune_takes_resume_or_fresh_not_both(capsys):
+    from memsel.cli import run
+
+    with pytest.raises(SystemExit) as info:
+        run(["tune", "--run-dir", "runs/x", "--resume", "--fresh"])
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
