@@ -64,3 +64,68 @@ def tiny_config(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_CONFIG, encoding="utf-8")
     return path
+
+
+# ----------------------------------------------------------------------------- sweeps, through MLflow
+
+QUERY, MEMORIES = "Where is Mary?", ["Mary went to the kitchen.", "John moved to the garden.", "Mary went to the office."]
+
+
+def sweep_runs(client, sweep_id: str) -> tuple:
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, filter_string=f"tags.`memsel.sweep_id` = '{sweep_id}'")
+    parents = [r for r in runs if r.data.tags.get("memsel.role") == "sweep"]
+    assert len(parents) == 1, [r.info.run_name for r in runs]
+    return parents[0], [r for r in runs if "memsel.trial_id" in r.data.tags]
+
+
+def check_tracking(client, summary: dict, searched: list[str]) -> tuple:
+    """Parent and children as the issue asks; returns them."""
+    parent, children = sweep_runs(client, summary["sweep_id"])
+    assert parent.info.status == "FINISHED"
+    assert len(children) == summary["trials_total"] == len(summary["trials"])
+    by_trial = {r.data.tags["memsel.trial_id"]: r for r in children}
+    for trial in summary["trials"]:
+        run = by_trial[trial["trial_id"]]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status == "FINISHED"
+        assert set(run.data.params) == set(searched)
+        history = client.get_metric_history(run.info.run_id, "val/selection_accuracy")
+        assert sorted(m.step for m in history) == list(range(1, trial["iterations"] + 1))
+        assert all(0.0 <= m.value <= 1.0 for m in history)
+    assert parent.data.tags["memsel.best_trial"] == summary["best"]["trial_id"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"top_trials.md", "trials.json", "best_config.json", "search.png"} <= artifacts
+    return parent, by_trial
+
+
+def check_registered(uri: str, summary: dict) -> None:
+    """The registered version loads as a pyfunc and ranks raw memories as the exported selector does."""
+    import mlflow
+
+    from memsel.inference import SelectorPredictor
+
+    model = summary["registered_model"]
+    saved = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        loaded = mlflow.pyfunc.load_model(model["uri"])
+        out = loaded.predict([{"query": QUERY, "memories": MEMORIES}])
+    finally:
+        mlflow.set_tracking_uri(saved)
+    expected = SelectorPredictor.load(summary["selector"]).rank(MEMORIES, QUERY)
+    assert [r["index"] for r in out[0]] == [r.index for r in expected]
+    assert [r["probability"] for r in out[0]] == pytest.approx([r.probability for r in expected], abs=1e-6)
+    assert sum(r["probability"] for r in out[0]) == pytest.approx(1.0, abs=1e-5)
+
+
+
+@pytest.fixture
+def sweep_checks():
+    """Checks of a finished sweep through the MLflow client: ``tracking(client, summary, searched)`` (a parent
+    run, a nested child per trial with its sampled values as params and the validation metric at every
+    iteration, the parent's artifacts) and ``registered(uri, summary)`` (the registered version loads as a
+    pyfunc and ranks raw text as the exported selector does)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(tracking=check_tracking, registered=check_registered)

@@ -60,7 +60,7 @@ def mlflow_server(tmp_path_factory):
     log.close()
 
 
-def test_pipeline_end_to_end_tracks_everything(tmp_path, tiny_config, mlflow_server, ray_session, capfd):
+def test_pipeline_end_to_end_tracks_everything(tmp_path, tiny_config, mlflow_server, ray_session, capfd, sweep_checks):
     config = tiny_config
     run_dir = tmp_path / "run"
     code = cli_run(["pipeline", "--config", str(config), "--run-dir", str(run_dir),
@@ -86,7 +86,12 @@ def test_pipeline_end_to_end_tracks_everything(tmp_path, tiny_config, mlflow_ser
     for r in runs:
         by_stage.setdefault(r.data.tags["memsel.stage"], []).append(r)
     assert sorted(by_stage) == ["evaluate", "ppo", "pretrain", "tune"]
-    assert len(by_stage["ppo"]) == 1 and len(by_stage["tune"]) == 4  # one MLflow run per trial
+    assert len(by_stage["ppo"]) == 1
+    # The sweep: one parent run, a nested child run per trial.
+    parents = [r for r in by_stage["tune"] if r.data.tags.get("memsel.role") == "sweep"]
+    children = [r for r in by_stage["tune"] if "memsel.trial_id" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4 and len(by_stage["tune"]) == 5
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
 
     ppo = by_stage["ppo"][0]
     rid = ppo.info.run_id
@@ -105,8 +110,16 @@ def test_pipeline_end_to_end_tracks_everything(tmp_path, tiny_config, mlflow_ser
     assert "val/selection_accuracy" in pre.data.metrics
     ev = by_stage["evaluate"][0]
     assert ev.data.metrics["test/ppo/selection_accuracy"] == pytest.approx(results["ppo"]["selection_accuracy"])
-    for trial in by_stage["tune"]:
-        assert client.get_metric_history(trial.info.run_id, "env_runners/episode_return_mean")
+    # The sweep (ASHA, random search) over HTTP: parent and children, params = sampled values, the validation
+    # metric every iteration, and the best selector registered as a pyfunc that ranks raw text.
+    summary = json.loads((run_dir / "tune" / "outcome.json").read_text())["summary"]
+    assert summary["metric"] == "val/selection_accuracy" and summary["counts"]["failed"] == 0
+    _, trials = sweep_checks.tracking(client, summary, ["ppo.lr", "ppo.distill_coeff"])
+    for trial in summary["trials"]:
+        assert float(trials[trial["trial_id"]].data.params["ppo.lr"]) == pytest.approx(trial["config"]["ppo.lr"])
+        assert client.get_metric_history(trials[trial["trial_id"]].info.run_id, "env_runners/episode_return_mean")
+    assert summary["registered_model"]["uri"] == "models:/memsel-tiny/1"
+    sweep_checks.registered(mlflow_server, summary)
 
     # A later command on the same run dir, as a separate process, with the default tracking store
     # (a SQLite file in the run dir): evaluate reproduces the numbers and records its own run.

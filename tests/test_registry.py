@@ -143,12 +143,12 @@ def test_to_dict_from_dict_round_trip(sets):
 
 def test_validate_checks_and_never_changes_the_config():
     cfg = Config()
-    cfg.tune.search_space = {"lr": {"loguniform": ["1e-5", "1e-3"]}}  # strings, as YAML 1.1 reads them
+    cfg.tune.search_space = {"ppo.lr": {"loguniform": ["1e-5", "1e-3"]}}  # strings, as YAML 1.1 reads them
     before = cfg.to_dict()
     cfg.validate()
     assert cfg.to_dict() == before
     loaded = load_config(sets=["tune.search_space={lr: {loguniform: [1e-5, 1e-3]}}"])
-    assert loaded.tune.search_space == {"lr": {"loguniform": [1e-5, 1e-3]}}  # converted while reading
+    assert loaded.tune.search_space == {"ppo.lr": {"loguniform": [1e-5, 1e-3]}}  # converted while reading
 
 
 # ----------------------------------------------------------------------------- budget strategies
@@ -251,10 +251,10 @@ def test_a_reader_is_one_registration(registered, tmp_path):
 
 
 def test_a_scheduler_is_one_registration(registered):
-    registered(SCHEDULERS, "fifo_too", lambda config, settings, max_t: None)
+    registered(SCHEDULERS, "fifo_too", lambda config, settings, max_t, mutations=None: None)
     assert load_config(sets=["tune.scheduler=fifo_too"]).tune.scheduler == "fifo_too"
-    with pytest.raises(ConfigError, match=r"'tune.scheduler'.*'asha', 'none'"):
-        load_config(sets=["tune.scheduler=pbt"])
+    with pytest.raises(ConfigError, match=r"'tune.scheduler'.*'asha', 'pbt', 'none', 'fifo_too'"):
+        load_config(sets=["tune.scheduler=hyperband"])
 
 
 # ----------------------------------------------------------------------------- results must not move
