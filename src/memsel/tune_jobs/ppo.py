@@ -268,7 +268,7 @@ def _conclude(plan: _Plan, grid: Any) -> PPOOutcome:
     for row in rows:
         checkpoint = results[row["trial_id"]].checkpoint
         if row["mlflow_run_id"] and checkpoint is not None:
-            attach_trial_outputs(cfg, row["mlflow_run_id"], checkpoint, row is best_row)
+            attach_trial_outputs(cfg, row["mlflow_run_id"], checkpoint, dest if row is best_row else None)
     summary = {"stage": plan.stage, "sweep_id": plan.state.sweep_id, "attempt": plan.state.attempt,
                "metric": plan.metric, "experiment_path": plan.state.path, "selector": str(dest),
                "counts": {s: sum(r["status"] == s for r in rows) for s in ("finished", "stopped", "failed")},

@@ -175,16 +175,18 @@ def runs_of_sweep(cfg: Any, sweep_id: str) -> dict[str, str]:
     return {r.data.tags["memsel.trial_id"]: r.info.run_id for r in found if "memsel.trial_id" in r.data.tags}
 
 
-def attach_trial_outputs(cfg: Any, run_id: str, checkpoint: Any, best: bool) -> None:
+def attach_trial_outputs(cfg: Any, run_id: str, checkpoint: Any, exported: Path | None) -> None:
     """A trial's last checkpoint on its run: its location as a tag, its selector as an artifact, and for the
-    best trial the whole checkpoint (RLlib's algorithm state) under ``checkpoint/``."""
+    best trial (``exported``: the selector the stage exported from it) the whole checkpoint (RLlib's
+    algorithm state) under ``checkpoint/``."""
     from memsel.tune_jobs.trial import SELECTOR_FILE
 
     c = client(cfg)
     c.set_tag(run_id, "memsel.checkpoint", checkpoint.path)
     with checkpoint.as_directory() as folder:
-        if best:
+        if exported is not None:
             c.log_artifacts(run_id, folder, "checkpoint")
+            c.log_artifact(run_id, str(exported))
             c.set_tag(run_id, "memsel.best", "true")
         elif (Path(folder) / SELECTOR_FILE).is_file():
             c.log_artifact(run_id, str(Path(folder) / SELECTOR_FILE))
