@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -129,3 +136,44 @@ def sweep_checks():
     from types import SimpleNamespace
 
     return SimpleNamespace(tracking=check_tracking, registered=check_registered)
+
+
+# ----------------------------------------------------------------------------- a real MLflow server
+
+@contextlib.contextmanager
+def _mlflow_server_at(folder: Path):
+    """`mlflow server` on a free loopback port in its own process session, SQLite store and proxied
+    artifacts under ``folder``; yields its URL; stopped by its process group (SIGTERM, then SIGKILL)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(folder / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", f"sqlite:///{folder / 'srv.db'}",
+         "--artifacts-destination", str(folder / "art"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not answer; log:\n{(folder / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=wait)
+                break
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_at():
+    """``with mlflow_server_at(folder) as url:`` a real `mlflow server` for the block (see _mlflow_server_at)."""
+    return _mlflow_server_at

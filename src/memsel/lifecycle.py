@@ -294,8 +294,8 @@ def start_watchdog(session_name: str) -> None:
         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, start time) of every live process."""
+def process_stats() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, start time) of every live (not zombie) process, from /proc."""
     out = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -303,8 +303,13 @@ def _processes() -> dict[int, tuple[int, str]]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
                 fields = stat[stat.rindex(")") + 2:].split()
                 if fields[0] not in ("Z", "X"):
-                    out[int(entry)] = (int(fields[1]), fields[19])
+                    out[int(entry)] = (int(fields[1]), int(fields[3]), fields[19])
     return out
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, start time) of every live process."""
+    return {pid: (ppid, start) for pid, (ppid, _, start) in process_stats().items()}
 
 
 def descendants(root: int) -> dict[int, str]:

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from memsel.lifecycle import process_start
+from memsel.lifecycle import process_start, process_stats
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +130,7 @@ def free_ports(n: int) -> list[int]:
 
 def _process_table() -> dict[int, tuple[int, str]]:
     """pid -> (session id, start time) of every live (not zombie) process."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                if fields[0] not in ("Z", "X"):
-                    table[int(entry)] = (int(fields[3]), fields[19])
-    return table
+    return {pid: (sid, start) for pid, (_, sid, start) in process_stats().items()}
 
 
 def _signal_all(pids: Iterable[int], sig: int) -> None:
