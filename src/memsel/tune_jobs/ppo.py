@@ -210,6 +210,10 @@ def _tuner(plan: _Plan, payload: Any, callbacks: list) -> tune.Tuner:
     search_alg = make_search_alg(cfg.tune, cfg.seed) if plan.sweep else None
     mutations = {k: v for k, v in space.items() if k.startswith("ppo.")}
     every = cfg.tune.scheduler_options.get("perturbation_interval", 2) if pbt else cfg.ppo.checkpoint_every
+    if plan.sweep and not every:
+        # A sweep checkpoints as it goes, so that a killed one resumes and a time budget leaves something
+        # to export: at the validation interval, at least every 5 iterations.
+        every = max(cfg.tune.eval_every, 5)
     tune_config = tune.TuneConfig(
         metric=plan.metric, mode="max", num_samples=cfg.tune.num_samples if plan.sweep else 1,
         # Tune limits a Searcher by wrapping it; a SearchGenerator (random search) limits itself.
@@ -250,6 +254,22 @@ def _check_ended(plan: _Plan, grid: Any, rows: list[dict]) -> None:
                     plan.stage, len(failed), len(rows))
 
 
+def _best_with_checkpoint(plan: _Plan, ranked: list[dict], results: dict) -> dict:
+    """The best-ranked trial that left a checkpoint (a trial the time budget stopped before its first has
+    none: the next one is exported, and a warning says so)."""
+    from memsel.lifecycle import StageFailed
+
+    with_checkpoint = [row for row in ranked if results[row["trial_id"]].checkpoint is not None]
+    if not with_checkpoint:
+        raise StageFailed(f"{plan.stage}: no trial left a checkpoint under {plan.state.path} (stopped before "
+                          "their first one: raise tune.time_budget_s, or checkpoint more often with "
+                          "ppo.checkpoint_every)")
+    if with_checkpoint[0] is not ranked[0]:
+        log.warning("%s: the best trial %s left no checkpoint; exporting the best one that did, %s", plan.stage,
+                    ranked[0]["trial_id"], with_checkpoint[0]["trial_id"])
+    return with_checkpoint[0]
+
+
 def _conclude(plan: _Plan, grid: Any) -> PPOOutcome:
     """Rank the trials, export the best one's selector, attach outputs to MLflow, write outcome.json."""
     from memsel.tune_jobs.tracker import attach_trial_outputs, finish_parent, runs_of_sweep
@@ -258,12 +278,9 @@ def _conclude(plan: _Plan, grid: Any) -> PPOOutcome:
     runs = runs_of_sweep(cfg, plan.state.sweep_id)
     rows = report.trial_rows(grid, plan.metric, plan.searched, plan.iterations, runs)
     _check_ended(plan, grid, rows)
-    best_row = report.ranked(rows)[0]
     results = {row["trial_id"]: r for row, r in zip(rows, grid)}
+    best_row = _best_with_checkpoint(plan, report.ranked(rows), results)
     best = results[best_row["trial_id"]]
-    if best.checkpoint is None:
-        raise RuntimeError(f"{plan.stage}: the best trial {best_row['trial_id']} left no checkpoint under "
-                           f"{plan.state.path}")
     dest = sweep.copy_from_checkpoint(best.checkpoint, SELECTOR_FILE, cfg.layout.selector(plan.stage))
     for row in rows:
         checkpoint = results[row["trial_id"]].checkpoint
