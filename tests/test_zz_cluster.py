@@ -1,5 +1,7 @@
-"""A real two-node Ray cluster (`ray start` head + worker, memsel.local_cluster) and a memsel job
-submitted to it with cluster/submit.sh, token authentication on.
+"""A real two-node Ray cluster (`ray start` head + worker, memsel.local_cluster), token authentication
+on, and memsel drivers joined to it: a local run beside it, a sweep whose worker cannot see the run
+directory, a worker killed mid-sweep. (Jobs submitted with `memsel submit` to a cluster of
+cluster/up.sh: tests/test_zz_jobs.py.)
 
 The head and the worker run with `--block`, each in its own process session, and are stopped by
 signalling those sessions only: `ray stop` would end every Ray process on the machine, including a
@@ -22,7 +24,6 @@ from memsel.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
@@ -37,33 +38,15 @@ def cluster(tmp_path_factory):
     # that the first test checks that a local run does not join it.
     local = LocalCluster(temp_dir=get_default_ray_temp_dir(), log_dir=tmp_path_factory.mktemp("cluster_logs"))
     with local:
-        head = local.start_head(num_cpus=1, dashboard=True)
+        head = local.start_head(num_cpus=1)
         # The worker node does not see the folder where drivers keep their run directories.
         hidden = tmp_path_factory.mktemp("driver_only")
         worker = local.add_worker(num_cpus=1, hide=[hidden])
         nodes = local.wait_for_nodes(2, timeout=60)
-        env = {**os.environ, "MEMSEL_VENV": str(BIN.parent)}
-        yield {"gcs": local.address, "jobs": local.dashboard_url, "env": env, "cluster": local, "hidden": hidden,
-               "worker": worker, "head_id": local.node_id(head, nodes), "worker_id": local.node_id(worker, nodes)}
+        yield {"gcs": local.address, "cluster": local, "hidden": hidden, "worker": worker,
+               "head_id": local.node_id(head, nodes), "worker_id": local.node_id(worker, nodes)}
     left = local.alive_pids()
     assert not left, f"Ray processes left running: {left}"
-
-
-def _job(jobs_address: str, code: str, auth: bool) -> subprocess.CompletedProcess:
-    """`ray job submit` a Python snippet from a separate client process, with or without the token."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-    if auth:
-        env["RAY_AUTH_MODE"] = "token"  # the client then reads ~/.ray/auth_token
-    return subprocess.run([str(BIN / "ray"), "job", "submit", "--address", jobs_address,
-                           "--entrypoint-num-cpus", "0", "--", sys.executable, "-c", code],
-                          env=env, capture_output=True, text=True, timeout=180)
-
-
-def _alive_nodes(jobs_address: str) -> int:
-    proc = _job(jobs_address, "import ray; ray.init(); print('NODES', sum(n['Alive'] for n in ray.nodes()))",
-                auth=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return int([ln for ln in proc.stdout.splitlines() if ln.startswith("NODES")][-1].split()[1])
 
 
 def test_a_local_run_starts_its_own_ray_beside_a_running_cluster(cluster):
@@ -75,30 +58,6 @@ def test_a_local_run_starts_its_own_ray_beside_a_running_cluster(cluster):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     gcs = [ln for ln in proc.stdout.splitlines() if ln.startswith("GCS")][-1].split()[1]
     assert not gcs.endswith(":" + cluster["gcs"].rsplit(":", 1)[1])
-
-
-def test_pipeline_job_runs_on_a_two_node_cluster(cluster, tiny_config, tmp_path):
-    # Authentication stays on: a client without the token is turned away.
-    refused = _job(cluster["jobs"], "print('should not run')", auth=False)
-    assert refused.returncode != 0 and "token" in (refused.stdout + refused.stderr).lower()
-    deadline = time.time() + 60
-    while (n := _alive_nodes(cluster["jobs"])) < 2 and time.time() < deadline:
-        time.sleep(2)
-    assert n == 2
-
-    run_dir = tmp_path / "cluster_run"
-    env = {**cluster["env"], "RAY_JOBS_ADDRESS": cluster["jobs"]}
-    env.pop("RAY_AUTH_MODE", None)  # submit.sh must set it by itself
-    proc = subprocess.run([str(REPO / "cluster" / "submit.sh"), "--", "pipeline", "--config", str(tiny_config),
-                           "--run-dir", str(run_dir), "--set", "tune.num_samples=2", "--json"],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "succeeded" in (proc.stdout + proc.stderr).lower()
-    results = json.loads((run_dir / "results.json").read_text())
-    assert results["pretrained"]["selection_accuracy"] > results["most_recent"]["selection_accuracy"] + 0.2
-    assert (run_dir / "ppo" / "selector.pt").is_file() and (run_dir / "tune" / "selector.pt").is_file()
-    trials = json.loads((run_dir / "tune" / "outcome.json").read_text())["trials"]
-    assert len(trials) == 2
 
 
 def _driver(cluster, args: list[str], log: Path) -> subprocess.Popen:

@@ -18,6 +18,7 @@ from typing import Iterator
 
 from memsel.config import Config, ConfigError, load_config
 from memsel import preflight
+from memsel.jobs import add_jobs_commands as _add_jobs_commands
 
 log = logging.getLogger("memsel")
 
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub)
     _add_bench_commands(sub)
     _add_select_command(sub)
+    _add_jobs_commands(sub)
     for name, text in (
         ("pretrain", "supervised pretraining with Lightning (temporal prior + supporting-fact labels)"),
         ("train", "PPO fine-tuning in RLlib, distilling toward the pretrained selector (one Tune trial)"),
@@ -278,6 +280,11 @@ def run(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(records))
         return 0
+
+    if args.command in ("submit", "jobs"):
+        from memsel.jobs import run_jobs_command
+
+        return run_jobs_command(args)
 
     cfg = _config(args)
     if args.command == "data":  # generate

@@ -31,6 +31,14 @@ What it takes care of:
   unless given one, so that it neither records itself as the machine's "current" cluster in
   ``/tmp/ray`` (where a plain ``ray.init()`` of somebody else would find and join it) nor moves
   ``/tmp/ray/session_latest``. :meth:`LocalCluster.stop` removes that folder.
+* Each worker node has a temporary folder of its own, as it would on a machine of its own. Nodes that
+  share one share ``runtime_resources``: a node unpacking a job's ``working_dir`` replaces the folder
+  that the job's driver, on another node, has as its current directory (torch's MKL then dies with
+  "Cannot load libtorch_cpu.so", found with ``memsel submit``).
+* A cluster may outlive the process that started it (``cluster/up.sh``, memsel.standing_cluster):
+  :meth:`LocalCluster.detach` returns what identifies its processes (each node's session leader, its
+  start time, the PIDs recorded from it), and :func:`stop_recorded` stops exactly those, and what
+  they started since, from any process.
 
 Whether the nodes are up is asked of the GCS by a short separate process (:data:`_PROBE`), so the
 calling process never joins the cluster (nor imports Ray) to wait for it.
@@ -62,7 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from memsel.lifecycle import process_start, process_stats
+from memsel.lifecycle import descendants, process_start, process_stats
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +181,26 @@ class NodeHandle:
         alive |= {pid for pid, start in self.pids.items() if process_start(pid) == start}
         return sorted(alive)
 
+    def leader_alive(self) -> bool:
+        """Whether the node's ``ray start`` process still runs."""
+        return self.proc.poll() is None
+
+    def sigterm_targets(self) -> list[int]:
+        """Who gets the SIGTERM that stops this node: its ``ray start`` process (which stops the node's
+        processes in order), else, when it has gone, whatever of the node is left."""
+        return [self.pid] if self.leader_alive() else self.alive_pids()
+
+    def reap(self, timeout: float = 5) -> None:
+        """Collect the ``ray start`` process's exit status once it has ended."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=timeout)
+
+    def to_record(self) -> dict:
+        """What another process needs to stop this node later (:class:`RecordedGroup`)."""
+        self.record()
+        return {"name": self.name, "pid": self.pid, "start": process_start(self.pid),
+                "pids": {str(pid): start for pid, start in self.pids.items()}}
+
     def output_tail(self, chars: int | None = 3000) -> str:
         """The end of the node's ``ray start`` output (for error messages); None: all of it."""
         try:
@@ -235,8 +263,10 @@ def check_hidden(hide: Iterable[str | Path], temp_dir: Path, python: str = sys.e
 class LocalCluster:
     """A Ray cluster of ``ray start`` nodes on this machine, stopped by PID (a context manager).
 
-    ``temp_dir``: Ray's ``--temp-dir`` for every node; None (the default) makes a folder of this
-    cluster's own, removed by :meth:`stop`. Given a folder (Ray's default ``/tmp/ray``, say), the
+    ``temp_dir``: Ray's ``--temp-dir`` for the head; None (the default) makes a folder of this
+    cluster's own, removed by :meth:`stop`. Each worker node has a temporary folder of its own (as on
+    a machine of its own): ``<temp_dir>/<worker name>`` in the cluster's own folder, else a new folder
+    in /tmp, removed by :meth:`stop`. Given a folder (Ray's default ``/tmp/ray``, say), the
     head records its address there for plain ``ray.init()`` calls to find, and :meth:`stop` deletes
     that record again if it still names this cluster. ``log_dir``: where each node's ``ray start``
     output goes (``<name>.log``; default: ``temp_dir``). ``env``: more environment for every node,
@@ -256,6 +286,7 @@ class LocalCluster:
         self.port: int | None = None
         self.dashboard_port: int | None = None
         self._stopped = False
+        self._worker_dirs: list[Path] = []  # workers' temporary folders outside temp_dir
 
     def __enter__(self) -> "LocalCluster":
         return self
@@ -305,15 +336,17 @@ class LocalCluster:
             subprocess.run([self.python, "-c", _RAY_CLI, "get-auth-token", "--generate"], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=120)
 
-    def _ray_start(self, args: list[str], num_cpus: int, resources: dict | None, ports: list[int]) -> list[str]:
-        """The ``ray start ... --block`` command of one node; ``ports``: 6 free ports for its own servers."""
+    def _ray_start(self, args: list[str], num_cpus: int, resources: dict | None, ports: list[int],
+                   temp_dir: Path | None = None) -> list[str]:
+        """The ``ray start ... --block`` command of one node; ``ports``: 6 free ports for its own servers;
+        ``temp_dir``: its temporary folder (default: the cluster's)."""
         manager, objects, agent, agent_grpc, runtime_env, metrics = ports
         args = [*args, f"--node-ip-address={LOOPBACK}", f"--num-cpus={num_cpus}",
                 f"--node-manager-port={manager}", f"--object-manager-port={objects}",
                 f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
                 f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
                 # 0: each Ray worker process binds a port the OS picks (default: a fixed shared range)
-                "--min-worker-port=0", "--max-worker-port=0", f"--temp-dir={self.temp_dir}",
+                "--min-worker-port=0", "--max-worker-port=0", f"--temp-dir={temp_dir or self.temp_dir}",
                 "--disable-usage-stats", "--log-style=record", "--log-color=false", "--block"]
         if resources:
             args.append("--resources=" + json.dumps(resources))
@@ -328,14 +361,17 @@ class LocalCluster:
         return cls(name=name, proc=proc, log=path, node_manager_port=manager_port, **extra)
 
     def start_head(self, num_cpus: int, port: int | None = None, dashboard: bool = False,
-                   resources: dict | None = None, timeout: float = 120) -> NodeHandle:
-        """Start the head node (GCS on ``port``, a free one when None; the dashboard and Jobs API on a
-        free port when ``dashboard``) and wait until ``ray start`` reports it up."""
+                   resources: dict | None = None, timeout: float = 120,
+                   dashboard_port: int | None = None) -> NodeHandle:
+        """Start the head node (GCS on ``port``, a free one when None; with ``dashboard``, the dashboard
+        and Jobs API on ``dashboard_port``, a free one when None) and wait until ``ray start`` reports
+        it up."""
         if self.head is not None:
             raise ClusterError("the head is already started")
         self._prepare()
         gcs, dash, client, autoscaler_metrics, dashboard_metrics, *node_ports = free_ports(11)
         self.port = port or gcs
+        dash = dashboard_port or dash
         args = ["--head", f"--port={self.port}", f"--ray-client-server-port={client}",
                 f"--dashboard-host={LOOPBACK}", f"--include-dashboard={str(dashboard).lower()}",
                 f"--dashboard-port={dash}"]  # passed without the dashboard too: its head process still starts
@@ -360,14 +396,26 @@ class LocalCluster:
             raise ClusterError("start_head() before add_worker()")
         hidden = check_hidden(hide, self.temp_dir, self.python)
         ports = free_ports(6)
-        cmd = self._ray_start([f"--address={self.address}"], num_cpus, resources, ports)
+        name = f"worker-{len(self.workers) + 1}"
+        cmd = self._ray_start([f"--address={self.address}"], num_cpus, resources, ports, self._worker_dir(name))
         if hidden:
             cmd = _in_mount_namespace(cmd, hidden)
-        name = f"worker-{len(self.workers) + 1}"
         worker = self._spawn(WorkerHandle, name, cmd, self._node_env(), ports[0], hidden=hidden)
         self.workers.append(worker)
         self._wait_started(worker, timeout)
         return worker
+
+    def _worker_dir(self, name: str) -> Path:
+        """A worker node's own temporary folder. Nodes sharing one would share ``runtime_resources``: a
+        node unpacking a job's working_dir replaces the folder that the job's driver, on another node,
+        runs in (its cwd is then deleted; torch's MKL dies with "Cannot load libtorch_cpu.so")."""
+        if self._own_temp_dir:
+            folder = self.temp_dir / name
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        folder = Path(tempfile.mkdtemp(prefix=f"memsel-ray-{name}-", dir="/tmp"))
+        self._worker_dirs.append(folder)
+        return folder
 
     def _wait_started(self, node: NodeHandle, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -450,6 +498,17 @@ class LocalCluster:
         """Every process of every node still alive (process sessions and recorded PIDs)."""
         return sorted(pid for node in [self.head, *self.workers] if node is not None for pid in node.alive_pids())
 
+    def detach(self) -> dict:
+        """Leave the nodes running after this process ends (a cluster that outlives the command that
+        started it, memsel.standing_cluster): no stop at exit; returns what :func:`stop_recorded`
+        needs, in another process, to stop exactly these nodes (JSON-ready)."""
+        atexit.unregister(self.stop)
+        self._stopped = True  # this object no longer owns the nodes
+        nodes = [node for node in [*self.workers, self.head] if node is not None]
+        own = [self.temp_dir] if self._own_temp_dir else []
+        return {"temp_dir": str(self.temp_dir), "remove_dirs": [str(d) for d in [*own, *self._worker_dirs]],
+                "groups": [node.to_record() for node in nodes]}
+
     def stop(self, grace: float = 20) -> list[int]:
         """Stop every node: SIGTERM to each node's ``ray start`` (workers first), which ends its
         node's processes in order; after ``grace`` seconds SIGKILL to whatever of the nodes is left.
@@ -468,6 +527,8 @@ class LocalCluster:
             log.error("Ray processes still alive after stop: %s", left)
         if self._own_temp_dir and self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for folder in self._worker_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
         log.info("cluster %s stopped in %.1f s", self.port, time.monotonic() - start)
         return left
 
@@ -482,7 +543,77 @@ class LocalCluster:
                 record.unlink()
 
 
-def _wait_gone(nodes: Sequence[NodeHandle], timeout: float) -> bool:
+@dataclass
+class RecordedGroup:
+    """A process session that another process started and recorded (a node of a detached
+    :class:`LocalCluster`, an ``mlflow server``): its leader's PID (which is the session id) and start
+    time, and the PIDs recorded from it (pid -> start time, to tell a reused PID), so that any process
+    can stop exactly it. ``term``: "leader" sends the SIGTERM to the leader only (``ray start`` then
+    stops its node in order) and to recorded processes that left the session (a Ray job's driver runs
+    in a session of its own); "all" sends it to every process of the group."""
+
+    name: str
+    pid: int
+    start: str | None
+    pids: dict[int, str] = field(default_factory=dict)
+    term: str = "leader"
+
+    @classmethod
+    def from_record(cls, record: dict) -> "RecordedGroup":
+        """The group that :meth:`NodeHandle.to_record` (or a record of the same keys) describes."""
+        return cls(name=record["name"], pid=int(record["pid"]), start=record.get("start"),
+                   pids={int(pid): start for pid, start in record.get("pids", {}).items()},
+                   term=record.get("term", "leader"))
+
+    def leader_alive(self) -> bool:
+        """Whether the leader still runs (same PID, same start time)."""
+        return self.start is not None and process_start(self.pid) == self.start
+
+    def _session(self) -> dict[int, str]:
+        # A session id is its leader's PID: trusted while the leader is alive or its PID is not reused.
+        table = _process_table()
+        if not self.leader_alive() and self.pid in table:
+            return {}
+        return {pid: start for pid, (sid, start) in table.items() if sid == self.pid}
+
+    def record(self) -> None:
+        """Add the group's session now, and every live descendant of its processes (a job's driver)."""
+        self.pids.update(self._session())
+        for pid in self.alive_pids():
+            self.pids.update(descendants(pid))
+
+    def alive_pids(self) -> list[int]:
+        """The group's processes still alive: its session now, and recorded PIDs not reused since."""
+        alive = set(self._session())
+        alive |= {pid for pid, start in self.pids.items() if process_start(pid) == start}
+        return sorted(alive)
+
+    def sigterm_targets(self) -> list[int]:
+        """Who gets the first SIGTERM (see ``term``)."""
+        alive = self.alive_pids()
+        if self.term == "all" or not self.leader_alive():
+            return alive
+        session = self._session()
+        return [self.pid] + [pid for pid in alive if pid not in session]
+
+    def reap(self, timeout: float = 5) -> None:
+        """Nothing to collect: the group's processes are not this process's children."""
+
+
+def stop_recorded(waves: Sequence[Sequence[RecordedGroup]], grace: float = 20) -> list[int]:
+    """Stop recorded groups wave after wave (workers, then the head, then what served them), the
+    groups of a wave together: SIGTERM, up to ``grace`` seconds, SIGKILL (:func:`_terminate`).
+    Every group's processes and their descendants are recorded first. Returns the PIDs still alive
+    after all that (empty unless a process ignores SIGKILL)."""
+    for wave in waves:
+        for group in wave:
+            group.record()
+    for wave in waves:
+        _terminate(wave, grace)
+    return sorted(pid for wave in waves for group in wave for pid in group.alive_pids())
+
+
+def _wait_gone(nodes: Sequence[NodeHandle | RecordedGroup], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while any(node.alive_pids() for node in nodes):
         if time.monotonic() > deadline:
@@ -491,14 +622,14 @@ def _wait_gone(nodes: Sequence[NodeHandle], timeout: float) -> bool:
     return True
 
 
-def _terminate(nodes: Sequence[NodeHandle], grace: float) -> None:
-    """SIGTERM to each node's ``ray start`` process, else (it has gone) to what is left of its node;
-    SIGKILL to all of it after ``grace`` seconds.
+def _terminate(nodes: Sequence[NodeHandle | RecordedGroup], grace: float) -> None:
+    """SIGTERM to each node's ``ray start`` process, else (it has gone) to what is left of its node
+    (``sigterm_targets``); SIGKILL to all of it after ``grace`` seconds.
 
     Only ``ray start`` gets the SIGTERM: it stops its node's processes in order in 2-4 s, while a
     SIGTERM to every process at once leaves the GCS and the autoscaler monitor lingering ~30 s."""
     for node in nodes:
-        _signal_all([node.pid] if node.proc.poll() is None else node.alive_pids(), signal.SIGTERM)
+        _signal_all(node.sigterm_targets(), signal.SIGTERM)
     if not _wait_gone(nodes, grace):
         for node in nodes:
             if left := node.alive_pids():
@@ -506,5 +637,4 @@ def _terminate(nodes: Sequence[NodeHandle], grace: float) -> None:
                 _signal_all(left, signal.SIGKILL)
         _wait_gone(nodes, 10)
     for node in nodes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            node.proc.wait(timeout=5)
+        node.reap()
