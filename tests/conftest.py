@@ -151,7 +151,10 @@ def _mlflow_server_at(folder: Path):
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", f"sqlite:///{folder / 'srv.db'}",
          "--artifacts-destination", str(folder / "art"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        # MLflow 3.17's server also starts a job runner (7 huey workers) that busies the CPUs and outlives a
+        # SIGTERM; nothing here uses it.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
