@@ -48,9 +48,10 @@ def test_figures_and_table_from_the_medians_of_the_runs():
     assert targets["speedup_two_nodes"]["value"] == pytest.approx(100 / 60)
     assert sweeps["four_trials_two_nodes"]["nodes_used"] == 1  # one run kept a node idle: reported, not hidden
     assert not targets["both_nodes_ran_trials"]["met"]
+    records.append({"kind": "machine", "name": "two_process_scaling", "before": 1.93, "after": 1.1, "cores": 2})
     table = bench.format_table(records)
     assert "target <= 1.25: met" in table and "target >= 1.6: met" in table and "target == 2: NOT met" in table
-    assert "(runs 20.0, 30.0, 22.0)" in table and "share those cores" in table
+    assert "(runs 20.0, 30.0, 22.0)" in table and "share those cores" in table and "1.93x" in table
 
 
 def test_bad_arguments_are_refused_before_anything_starts():
@@ -77,4 +78,6 @@ def test_quick_run_through_the_cli_places_trials_on_both_nodes(capfd):
     assert set(targets) == {"overhead_one_node", "speedup_two_nodes", "both_nodes_ran_trials"}
     assert all(set(r) == TARGET_KEYS and isinstance(r["met"], bool) for r in targets.values())
     assert targets["both_nodes_ran_trials"]["met"]
+    machine = [r for r in records if r["kind"] == "machine"]
+    assert len(machine) == 1 and machine[0]["before"] > 0 and machine[0]["after"] > 0
     assert "W4 / (4 W1)" in err and "trials per node" in err

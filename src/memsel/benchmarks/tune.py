@@ -16,6 +16,10 @@ adds to a lone trial's time; target <= 1.25), trials per hour = 4 * 3600 / W4 (o
 4 * 3600 / W4b (two nodes), ``speedup`` = their ratio = W4 / W4b (target >= 1.6). The summary
 also tells which node ran each trial: in the two-node case both must have run some.
 
+Side by side, before and after the sweeps: the throughput of two CPU-bound processes at once over one
+alone (:func:`machine_scaling`; kind "machine"), what this machine's two cores can give a second node
+at that moment (about 2 on quiet cores, about 1 when other work takes a core).
+
 Trials: PPO from the run's pretrained selector, ``tune.scheduler=none`` (every trial runs its
 ``--iterations``), a ``choice`` over ``ppo.lr``, no model registration, checkpoints in a storage
 folder both nodes reach. With ``--repeats R`` every sweep runs R times (W1 and W4 alternate on the
@@ -133,6 +137,23 @@ def _trained_seconds(experiment_path: str) -> float:
         if lines:
             total += float(json.loads(lines[-1]).get("time_total_s") or 0.0)
     return total
+
+
+# A CPU-bound loop that times itself (interpreter start-up excluded); argv[1]: its length.
+_CPU_LOOP = "import sys, time\nt = time.perf_counter(); x = 0\nfor i in range(int(sys.argv[1])): x += i * i\n" \
+            "print(time.perf_counter() - t)"
+
+
+def machine_scaling(loop: int) -> float:
+    """Throughput of two CPU-bound processes at once over one alone (2.0: two free cores; ~1: one core's
+    worth, e.g. cores that others use meanwhile): the ceiling of what a second node can buy here, now."""
+    def timed(n: int) -> list[float]:
+        procs = [subprocess.Popen([sys.executable, "-c", _CPU_LOOP, str(loop)], stdout=subprocess.PIPE, text=True,
+                                  env=_child_env()) for _ in range(n)]
+        return [float(p.communicate()[0]) for p in procs]
+
+    one = timed(1)[0]
+    return 2 * one / max(timed(2))
 
 
 def _cpu_times(pids: list[int]) -> dict[tuple[int, str], float]:
@@ -265,7 +286,11 @@ def run(args: argparse.Namespace) -> list[dict]:
         _memsel(["pretrain", "--run-dir", str(work / "run"), *_settings(args, work / "storage")], _child_env(),
                 work / "pretrain.log", args.timeout)
         log.info("bench tune: run directory prepared in %.1f s", time.perf_counter() - started)
-        records = _records(_measure(args, work), args)
+        loop = 2_000_000 if args.quick else 10_000_000
+        before = machine_scaling(loop)
+        runs = _measure(args, work)
+        records = _records(runs, args) + [{"kind": "machine", "name": "two_process_scaling", "before": before,
+                                           "after": machine_scaling(loop), "cores": os.cpu_count()}]
     print(format_table(records))
     return records
 
@@ -288,6 +313,9 @@ def format_table(records: list[dict]) -> str:
     for r in (r for r in records if r["kind"] == "target"):
         value = f"{r['value']:.2f}" if isinstance(r["value"], float) else str(r["value"])
         lines.append(f"{text[r['name']]:<40} {value:>6}  target {r['target']}: {'met' if r['met'] else 'NOT met'}")
+    for r in (r for r in records if r["kind"] == "machine"):
+        lines.append(f"this machine, side by side: two CPU-bound processes at once do {r['before']:.2f}x (before the "
+                     f"sweeps) and {r['after']:.2f}x (after) the work of one: the ceiling of the two-node speedup now")
     lines.append(f"note: the two-node case gives each node 1 CPU; on {os.cpu_count()} cores the driver (Tune's "
                  "controller) and Ray's own processes (GCS, raylets, agents) share those cores with the trials.")
     lines.append("seconds: in train() = the trials' time in their training steps, summed; driver = the driver "
