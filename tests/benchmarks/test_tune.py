@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_module_imports_only_the_standard_library_at_top_level():
-    source = open(bench.__file__, encoding="utf-8").read().split("\ndef ", 1)[0]
+    source = Path(bench.__file__).read_text(encoding="utf-8").split("\ndef ", 1)[0]
     imported = {line.split()[1].split(".")[0] for line in source.splitlines()
                 if line.startswith(("import ", "from ")) and "__future__" not in line}
     assert imported <= set(sys.stdlib_module_names), imported
