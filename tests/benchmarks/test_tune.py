@@ -13,8 +13,8 @@ from memsel.benchmarks import tune as bench
 from memsel.cli import run
 
 SWEEP_KEYS = {"kind", "case", "label", "nodes", "cpus_per_node", "trials", "iterations", "fit_wall_s",
-              "fit_wall_s_runs", "driver_wall_s", "trained_s", "driver_cpu_s", "ray_cpu_s", "trials_per_hour", "trials_per_node", "nodes_used",
-              "counts", "quick"}
+              "fit_wall_s_runs", "driver_wall_s", "trained_s", "driver_cpu_s", "ray_cpu_s", "trials_per_hour",
+              "trials_per_node", "nodes_used", "counts", "quick"}
 TARGET_KEYS = {"kind", "name", "value", "target", "met"}
 
 

@@ -61,6 +61,7 @@ QUICK = {"train_stories": 20, "test_stories": 5, "max_epochs": 1, "minibatch_siz
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``memsel bench tune`` (standard library only: runs when the CLI's parser is built)."""
     parser.add_argument("--iterations", type=int, default=30,
                         help="PPO iterations per trial (default 30: ~20 s a trial on 2 quiet cores)")
     parser.add_argument("--train-batch-size", type=int, default=256,
@@ -113,7 +114,8 @@ def _memsel(argv: list[str], env: dict[str, str], log_path: Path, timeout: float
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeError(f"memsel {argv[0]} did not end within {timeout:.0f} s (log: {log_path})") from None
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"memsel {argv[0]} did not end within {timeout:.0f} s (log: {log_path}):\n{tail}") from None
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -130,7 +132,8 @@ def _memsel(argv: list[str], env: dict[str, str], log_path: Path, timeout: float
 
 def _trained_seconds(experiment_path: str) -> float:
     """Seconds the sweep's trials spent inside their training steps (Tune's ``time_total_s``, summed
-    over trials): the rest of ``fit_wall_s`` is start-up, evaluation of checkpoints and waiting."""
+    over trials; each step is one PPO iteration and its validation): the rest of a one-node sweep's
+    ``fit_wall_s`` is the trials' start-up, their checkpoints and Tune's own work."""
     total = 0.0
     for result in Path(experiment_path).glob("*/result.json"):
         lines = [ln for ln in result.read_text(errors="replace").splitlines() if ln.strip()]
