@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -62,6 +63,9 @@ def test_bad_arguments_are_refused_before_anything_starts():
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.skipif(os.environ.get("MEMSEL_BENCH_E2E") != "1",
+                    reason="starts three clusters (~2 min on 2 cores): run with MEMSEL_BENCH_E2E=1 (kept out of "
+                           "`make test`'s 15-minute budget; the record format and figures are tested above)")
 def test_quick_run_through_the_cli_places_trials_on_both_nodes(capfd):
     """Three sweeps on two real local clusters (~2 min on 2 cores)."""
     assert run(["bench", "tune", "--quick", "--json"]) == 0
