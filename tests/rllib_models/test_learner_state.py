@@ -181,6 +181,24 @@ def test_a_checkpoint_without_memsel_state_still_restores(setup, original, tmp_p
         algo.stop()
 
 
+@pytest.mark.slow
+def test_a_restore_keeps_the_learners_own_learning_rate(setup, original):
+    """PBT restores a checkpoint into a trial whose lr it mutated: the optimiser's moments come from the
+    checkpoint, its learning rate from the restoring learner's config (from the first update on)."""
+    _, _, config, _ = setup
+    ckpt, saved, _ = original
+    saved_lr = saved["optimizer"]["param_groups"][0]["lr"]
+    mutated = config.copy(copy_frozen=False).training(lr=saved_lr * 3)
+    algo = mutated.build_algo()
+    try:
+        algo.restore_from_path(str(ckpt))
+        restored = _optimizer_state(_learner(algo))
+        _assert_same_optimizer(restored, saved["optimizer"])
+        assert [g["lr"] for g in restored["param_groups"]] == pytest.approx([saved_lr * 3] * len(restored["param_groups"]))
+    finally:
+        algo.stop()
+
+
 @pytest.mark.parametrize("learner_class", [DistillPPOTorchLearner, NaturalPPOTorchLearner])
 def test_memsel_state_round_trips_and_stays_out_of_weight_syncs(setup, learner_class):
     """A learner's ``memsel`` entry goes through get_state/set_state (no Algorithm, no Ray); a weight sync,

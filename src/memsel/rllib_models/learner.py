@@ -211,6 +211,11 @@ class DistillPPOTorchLearner(PPOTorchLearner):
         super().set_state(state)
         if MEMSEL_STATE in state:
             self.set_memsel_state(state[MEMSEL_STATE])
+        # A restored optimiser brings the learning rate it was saved with, and RLlib resets it from this
+        # learner's schedule only after the next update: this learner's own lr (its config's, which PBT
+        # may have mutated) applies from the first update on.
+        for optimizer, schedule in self._optimizer_lr_schedules.items():
+            self._set_optimizer_lr(optimizer, lr=schedule.get_current_value())
 
     def memsel_state(self) -> dict[str, Any]:
         """What a checkpoint needs beyond RLlib's own learner state, as plain floats (pickle and msgpack):

@@ -156,19 +156,6 @@ class MemselTrial(tune.Trainable):
         state_file = path / STATE_FILE
         if state_file.is_file():
             self.val = dict(json.loads(state_file.read_text(encoding="utf-8")).get("val") or {})
-        self._apply_lr()
-
-    def _apply_lr(self) -> None:
-        """A restored optimiser brings the learning rate it was saved with; PBT may have mutated ``ppo.lr``:
-        this trial's own value wins."""
-        lr = self.cfg.ppo.lr
-
-        def set_lr(learner: Any) -> None:
-            for optimizer in learner._named_optimizers.values():
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-
-        self.algo.learner_group.foreach_learner(set_lr)
 
     def cleanup(self) -> None:
         try:
