@@ -128,7 +128,7 @@ def stage_ppo(cfg: Config, data: PreparedData, sweep: bool, stage: str | None = 
     if cfg.tune.trial == "ppo" or not sweep:
         pretrained_path(cfg)  # refuses a missing one (the trials pretrain themselves with tune.trial pipeline)
     init_ray(cfg)
-    return run_ppo(cfg, data.files, data.spec, sweep, stage=stage, mode=mode)
+    return run_ppo(cfg, data.files, sweep, stage=stage, mode=mode)
 
 
 PPO_RUNS = ("ppo_scratch", "ppo_no_distill", "ppo")

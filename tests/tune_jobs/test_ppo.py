@@ -1,22 +1,19 @@
-"""memsel.tune_jobs.ppo directly: one tiny real PPO run through Tune, the selector export from an RLlib
-checkpoint, and the teacher's return on cases computable by hand."""
+"""memsel.tune_jobs.ppo directly: one tiny real PPO run through Tune whose exported selector is its checkpoint's
+module (weights and vocabulary), how a trial's values and a search space reach RLlib, and the teacher's
+return on cases computable by hand."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
-from ray.rllib.core.rl_module.rl_module import RLModule, RLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModule
 
 from memsel.config import load_config
-from memsel.env import MemorySelectionEnv
 from memsel.network import Selector
-from memsel.rllib_models import SelectorRLModule
-from memsel.tune_jobs.ppo import MODULE_SUBDIR, export_selector_from_checkpoint, expected_return, pretrained_return, \
-    run_ppo
+from memsel.tune_jobs.ppo import MODULE_SUBDIR, expected_return, pretrained_return, run_ppo
 
 
 @pytest.fixture(scope="module")
@@ -60,33 +57,11 @@ def test_expected_return_of_a_selector_on_the_supporting_fact_is_one_per_hop(pre
     assert expected_return("oracle.pt", data.train) == pytest.approx(1.0)
 
 
-def _module(cfg, data):
-    env = MemorySelectionEnv({"data": data.train})
-    spec = RLModuleSpec(module_class=SelectorRLModule, observation_space=env.observation_space,
-                        action_space=env.action_space,
-                        model_config={"selector": dataclasses.asdict(cfg.selector), "spec": dataclasses.asdict(data.spec)})
-    return spec.build()
-
-
-def test_export_selector_from_checkpoint_keeps_the_modules_weights_and_the_vocab(prepared, tmp_path):
-    cfg, data = prepared
-    module = _module(cfg, data)
-    module.save_to_path(str(tmp_path / "ckpt" / MODULE_SUBDIR))  # where an Algorithm checkpoint keeps it
-    vocab = [f"w{i}" for i in range(data.spec.vocab_size)]
-    out = export_selector_from_checkpoint(tmp_path / "ckpt", tmp_path / "exported.pt", vocab)
-    exported = Selector.load(out)
-    assert exported.vocab == vocab
-    expected = module.selector.state_dict()
-    assert set(exported.state_dict()) == set(expected)
-    for k, v in exported.state_dict().items():
-        assert torch.equal(v, expected[k]), k
-
-
 def test_run_ppo_trains_and_exports_the_checkpoints_selector(prepared, ray_session, tmp_path):
     cfg, data = prepared
     cfg.layout.pretrain.mkdir(parents=True, exist_ok=True)
     _zero_selector(cfg, data, cfg.layout.pretrained_selector)  # the teacher the trial gets in its payload
-    outcome = run_ppo(cfg, data.files, data.spec, False)
+    outcome = run_ppo(cfg, data.files, False)
     assert [row["iteration"] for row in outcome.curve] == [1, 2]
     assert all(np.isfinite(row["return"]) and np.isfinite(row["distill_kl"]) for row in outcome.curve)
     # The validation score of the greedy policy, every iteration (tune.eval_every 1).

@@ -58,7 +58,7 @@ def test_pbt_mutations_are_tags_and_metrics_never_changed_params(pretrained, swe
     cfg = load_config(None, [f"run_dir={run}", *base, "tune.num_samples=2", "tune.iterations=4", "tune.scheduler=pbt",
                              "tune.scheduler_options={perturbation_interval: 2, synch: true}",
                              "tune.search_space={lr: {loguniform: [1.0e-5, 1.0e-3]}, clip_param: {choice: [0.1, 0.3]}}"])
-    outcome = run_ppo(cfg, prepare_data(cfg).files, None, True)
+    outcome = run_ppo(cfg, prepare_data(cfg).files, True)
     summary = outcome.summary
     client = MlflowClient(cfg.resolved_tracking_uri)
     _, children = sweep_checks.tracking(client, summary, ["ppo.lr", "ppo.clip_param"])
@@ -84,7 +84,7 @@ def test_optuna_over_pretrain_and_ppo_fields_with_pipeline_trials(pretrained, sw
                              "tune.search_alg=optuna", "tune.trial=pipeline", "tune.search_options={n_startup_trials: 1}",
                              "tune.search_space={pretrain.recency_decay: {uniform: [0.1, 1.0]}, "
                              "distill_coeff: {choice: [0.0, 0.5]}}"])
-    outcome = run_ppo(cfg, prepare_data(cfg).files, None, True)
+    outcome = run_ppo(cfg, prepare_data(cfg).files, True)
     summary = outcome.summary
     assert summary["counts"] == {"finished": 3, "stopped": 0, "failed": 0}
     decays = [t["config"]["pretrain.recency_decay"] for t in summary["trials"]]

@@ -24,17 +24,18 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from memsel.config import Config, TuneSettings
-from memsel.data.encode import DataSpec, EncodedSamples
+from memsel.data.encode import EncodedSamples
 from memsel.files import write_text_atomic
 from memsel.tune_jobs import report, sweep
-from memsel.tune_jobs.report import metric_value
 from memsel.tune_jobs.schedulers import make_scheduler
 from memsel.tune_jobs.search import make_search_alg
 from memsel.tune_jobs.trial import SELECTOR_FILE, build_payload, trainable
+from memsel.tune_configs import SCHEDULERS
 
 log = logging.getLogger(__name__)
 
 MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
+"""Where an RLlib Algorithm checkpoint keeps the RLModule (``RLModule.from_checkpoint(ckpt / MODULE_SUBDIR)``)."""
 
 
 @dataclass
@@ -99,16 +100,6 @@ def _curve(result: Any) -> list[dict[str, float]]:
     return rows
 
 
-def export_selector_from_checkpoint(checkpoint_dir: str | Path, dest: Path,
-                                    vocab: list[str] | None = None) -> Path:
-    """Read the RLModule out of an RLlib checkpoint and save its bare selector (and ``vocab``) as a memsel file."""
-    from ray.rllib.core.rl_module.rl_module import RLModule
-
-    module = RLModule.from_checkpoint(str(Path(checkpoint_dir) / MODULE_SUBDIR))
-    module.selector.vocab = vocab
-    return module.selector.save(dest)
-
-
 def expected_return(selector_path: Path, data: EncodedSamples) -> float:
     """Mean reward per episode of a policy that samples from the selector's softmax (one selection)."""
     import torch
@@ -155,8 +146,8 @@ class _Plan:
     """Seconds Tune's fit took (this attempt), for the summary and `memsel bench tune`."""
 
 
-def run_ppo(cfg: Config, data_files: dict[str, str], spec: DataSpec | None = None, sweep_: bool = False,
-            stage: str | None = None, mode: str = "fresh") -> PPOOutcome:
+def run_ppo(cfg: Config, data_files: dict[str, str], sweep_: bool = False, stage: str | None = None,
+            mode: str = "fresh") -> PPOOutcome:
     """Run PPO through Tune (one trial, or a sweep) and export the best trial's selector.
 
     ``data_files``: the prepared splits (``train_npz``, ``val_npz``); ``stage``: the folder (and MLflow run
@@ -209,7 +200,9 @@ def _tuner(plan: _Plan, payload: Any, callbacks: list) -> tune.Tuner:
     pbt = plan.sweep and cfg.tune.scheduler == "pbt"
     search_alg = make_search_alg(cfg.tune, cfg.seed) if plan.sweep else None
     mutations = {k: v for k, v in space.items() if k.startswith("ppo.")}
-    every = cfg.tune.scheduler_options.get("perturbation_interval", 2) if pbt else cfg.ppo.checkpoint_every
+    # PBT exploits checkpoints: trials write one at every perturbation interval.
+    every = SCHEDULERS.build_config("pbt", cfg.tune, cfg.tune.scheduler_options, "tune", "scheduler_options") \
+        .perturbation_interval if pbt else cfg.ppo.checkpoint_every
     if plan.sweep and not every:
         # A sweep checkpoints as it goes, so that a killed one resumes and a time budget leaves something
         # to export: at the validation interval, at least every 5 iterations.

@@ -17,6 +17,7 @@ trial's bare selector with its vocabulary, and the last validation scores.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import shutil
@@ -123,29 +124,39 @@ class MemselTrial(tune.Trainable):
         result["node_id"] = ray.get_runtime_context().get_node_id()
         return result
 
-    def validate(self) -> dict[str, float]:
-        """The greedy policy's scores on the validation split (through the env's memory budget)."""
+    @functools.cached_property
+    def _validation(self) -> tuple[Any, Any]:
+        """The validation split through the env's memory budget, and the learned reader (or None): read once."""
         from memsel.data.encode import EncodedSamples
-        from memsel.evaluate import selector_scores
         from memsel.pipeline import budgeted
 
         cfg = self.cfg
-        val = budgeted(cfg, EncodedSamples.load(cfg.layout.data / "val.npz"), "val")
         reader = None
         if cfg.env.reward_mode == "answer" and cfg.env.reader == "learned":
             from memsel.reader import AnswerReader
 
             reader = AnswerReader.load(cfg.layout.reader)
-        scores = selector_scores(self.algo.get_module().selector, val, cfg.env.hops, reader, device=cfg.device)
+        return budgeted(cfg, EncodedSamples.load(cfg.layout.data / "val.npz"), "val"), reader
+
+    def validate(self) -> dict[str, float]:
+        """The greedy policy's scores on the validation split (through the env's memory budget)."""
+        from memsel.evaluate import selector_scores
+
+        val, reader = self._validation
+        scores = selector_scores(self.algo.get_module().selector, val, self.cfg.env.hops, reader, device=self.cfg.device)
         keys = ("selection_accuracy", "answer_accuracy")
         return {k: float(scores[k]) for k in keys if isinstance(scores.get(k), (int, float))}
 
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
+    @functools.cached_property
+    def _vocab(self) -> list[str] | None:
         from memsel.inference import vocabulary_of_run
 
+        return vocabulary_of_run(self.cfg.run_path)
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.algo.save_to_path(checkpoint_dir)
         selector = self.algo.get_module().selector
-        selector.vocab = vocabulary_of_run(self.cfg.run_path)
+        selector.vocab = self._vocab
         selector.save(Path(checkpoint_dir) / SELECTOR_FILE)
         state = {"trial_id": self.trial_id, "iteration": self.iteration, "val": self.val}
         (Path(checkpoint_dir) / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
