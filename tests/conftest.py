@@ -5,11 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -142,29 +138,20 @@ def sweep_checks():
 
 @contextlib.contextmanager
 def _mlflow_server_at(folder: Path):
-    """`mlflow server` on a free loopback port in its own process session, SQLite store and proxied
-    artifacts under ``folder``; yields its URL; stopped by its process group (SIGTERM, then SIGKILL)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(folder / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", f"sqlite:///{folder / 'srv.db'}",
-         "--artifacts-destination", str(folder / "art"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        # MLflow 3.17's server also starts a job runner (7 huey workers) that busies the CPUs and outlives a
-        # SIGTERM; nothing here uses it.
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    """`mlflow server` on a free loopback port, started as cluster/up.sh starts it (its own process session,
+    SQLite store and proxied artifacts under ``folder``, no job runner); yields its URL; stopped by its
+    process group (SIGTERM, then SIGKILL)."""
+    from memsel.local_cluster import ClusterError, free_ports
+    from memsel.standing_cluster import start_mlflow, wait_http
+
+    port = free_ports(1)[0]
+    proc = start_mlflow(folder, port)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not answer; log:\n{(folder / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+        try:
+            wait_http(f"{url}/health", proc, 120, "mlflow server")
+        except ClusterError as e:
+            pytest.fail(f"{e}; log:\n{(folder / 'logs' / 'mlflow.log').read_text()[-2000:]}")
         yield url
     finally:
         for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
@@ -173,7 +160,6 @@ def _mlflow_server_at(folder: Path):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=wait)
                 break
-        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -659,13 +659,17 @@ def parse_set(item: str) -> dict:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
-    out: dict = {}
-    node = out
-    parts = key.split(".")
-    for part in parts[:-1]:
+    return _nest(key, value, {})
+
+
+def _nest(dotted: str, value: Any, into: dict) -> dict:
+    """Set ``into["a"]["b"] = value`` for ``dotted`` "a.b" (creating the inner mappings); returns ``into``."""
+    node = into
+    *parents, last = dotted.split(".")
+    for part in parents:
         node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
+    node[last] = value
+    return into
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -758,11 +762,7 @@ def with_overrides(cfg: Config, values: dict[str, Any], source: str = "tune tria
     """A copy of ``cfg`` with dotted fields set (``{"ppo.lr": 1e-4}``: a trial's sampled values), validated."""
     nested: dict[str, Any] = {}
     for key, value in values.items():
-        node = nested
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value.item() if hasattr(value, "item") else value  # numpy scalars from Tune's samplers
+        _nest(key, value.item() if hasattr(value, "item") else value, nested)  # numpy scalars from Tune's samplers
     out = copy.deepcopy(cfg)
     _apply(out, nested, source)
     return out.validate()

@@ -127,7 +127,9 @@ def auth_token() -> tuple[str | None, str]:
     there is none."""
     if os.environ.get("RAY_AUTH_TOKEN", "").strip():
         return os.environ["RAY_AUTH_TOKEN"].strip(), "$RAY_AUTH_TOKEN"
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    from memsel.local_cluster import token_file
+
+    path = token_file()
     try:
         token = path.read_text(encoding="utf-8").strip()
     except OSError:

@@ -239,8 +239,14 @@ def _needed_by_nodes(temp_dir: Path, python: str) -> dict[str, Path]:
     if spec is not None and spec.origin:
         needed["Ray's package"] = Path(spec.origin).parent
     if not os.environ.get("RAY_AUTH_TOKEN"):
-        needed["the auth token"] = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        needed["the auth token"] = token_file()
     return {what: path.resolve() for what, path in needed.items()}
+
+
+def token_file() -> Path:
+    """Where Ray's clients and nodes read the auth token from: ``$RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``
+    (``$RAY_AUTH_TOKEN``, when set, is the token itself)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
 
 
 def check_hidden(hide: Iterable[str | Path], temp_dir: Path, python: str = sys.executable) -> tuple[Path, ...]:
@@ -330,8 +336,7 @@ class LocalCluster:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.stop)  # a caller that forgets stop() leaves no Ray running at exit
         env = self._node_env()
-        if not (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH")
-                or (Path.home() / ".ray" / "auth_token").is_file()):
+        if not (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH") or token_file().is_file()):
             log.info("no Ray auth token yet: generating ~/.ray/auth_token")
             subprocess.run([self.python, "-c", _RAY_CLI, "get-auth-token", "--generate"], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=120)

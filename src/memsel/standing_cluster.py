@@ -33,7 +33,7 @@ from pathlib import Path
 
 from memsel.files import write_text_atomic
 from memsel.lifecycle import process_start
-from memsel.local_cluster import LOOPBACK, ClusterError, LocalCluster, RecordedGroup, stop_recorded
+from memsel.local_cluster import LOOPBACK, ClusterError, LocalCluster, RecordedGroup, stop_recorded, token_file
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def up(args: argparse.Namespace) -> int:
     start = time.monotonic()
     state = _start_all(args, state_dir, args.python)
     write_text_atomic(state_dir / STATE_FILE, json.dumps(state, indent=1))
-    token = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
+    token = token_file()
     print(f"Ray cluster up in {time.monotonic() - start:.0f} s: head + {args.workers} worker(s), "
           f"{args.cpus_per_node} CPU(s) each, all on {LOOPBACK}\n"
           f"  dashboard / Jobs API: {state['dashboard']}   (GCS {state['gcs']}; token auth on: {token})\n"

@@ -75,9 +75,15 @@ class SweepTracker(tune.Callback):
         self.runs.clear()
         self.values.clear()
 
-    def run_id(self, trial_id: str) -> str | None:
-        """The MLflow run of a trial this callback has seen."""
-        return self.runs.get(trial_id)
+    @property
+    def client(self) -> Any:
+        """One MLflow client for the callback's life (not pickled with the sweep's state)."""
+        if getattr(self, "_client", None) is None:
+            self._client = client(self.cfg)
+        return self._client
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_client"}
 
     def _sampled(self, trial: Any) -> dict[str, Any]:
         return {k: trial.config[k] for k in self.searched if k in trial.config}
@@ -95,9 +101,10 @@ class SweepTracker(tune.Callback):
         self._note_mutation(trial)
 
     def _log_params(self, rid: str, trial: Any) -> None:
-        c = client(self.cfg)
-        if c.get_run(rid).data.params:
-            self.values[trial.trial_id] = {k: _parse(v) for k, v in c.get_run(rid).data.params.items()}
+        c = self.client
+        params = c.get_run(rid).data.params
+        if params:
+            self.values[trial.trial_id] = {k: _parse(v) for k, v in params.items()}
             return  # a reopened run: its params are the trial's first values
         sampled = self._sampled(trial)
         from mlflow.entities import Param
@@ -113,7 +120,7 @@ class SweepTracker(tune.Callback):
         changed = {k: v for k, v in now.items() if k in before and before[k] != v}
         if not changed:
             return
-        c, rid = client(self.cfg), self.runs[trial.trial_id]
+        c, rid = self.client, self.runs[trial.trial_id]
         for k, v in changed.items():
             c.set_tag(rid, f"memsel.hp.{k}", str(v))
         c.set_tag(rid, "memsel.mutations", str(int(c.get_run(rid).data.tags.get("memsel.mutations", "0")) + 1))
@@ -130,7 +137,7 @@ class SweepTracker(tune.Callback):
         if self.track_mutations:
             metrics.update({f"hp/{k}": float(v) for k, v in self._sampled(trial).items() if _number(v)})
         step, now = int(result.get("training_iteration", 0)), int(time.time() * 1000)
-        client(self.cfg).log_batch(rid, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+        self.client.log_batch(rid, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._end(trial, "FINISHED")
@@ -141,14 +148,14 @@ class SweepTracker(tune.Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rid = self.runs.get(trial.trial_id)
         if rid:
-            c = client(self.cfg)
+            c = self.client
             c.set_tag(rid, "memsel.retries", str(int(c.get_run(rid).data.tags.get("memsel.retries", "0")) + 1))
 
     def _end(self, trial: Any, status: str) -> None:
         rid = self.runs.get(trial.trial_id)
         if rid:
             try:
-                client(self.cfg).set_terminated(rid, status)
+                self.client.set_terminated(rid, status)
             except Exception as e:  # MLflow must not hide the trial's own outcome
                 log.warning("MLflow: ending the run of trial %s: %s", trial.trial_id, e)
 
