@@ -265,3 +265,18 @@ def test_a_real_pretrained_run_passes_the_checks_and_evaluates(tmp_path):
     before = tree(run)
     refused(memsel("train", "--run-dir", str(run), "--seed", "1", *tiny, cwd=tmp_path), "seed 0", "seed 1")
     assert tree(run) == before
+
+
+def test_a_sweep_of_pipeline_trials_needs_no_pretrained_selector(tmp_path):
+    """Each trial pretrains itself: only what its pretraining needs is checked (the reader's answer weight)."""
+    from memsel.config import load_config
+    from memsel.preflight import check_prerequisites
+
+    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", "tune.trial=pipeline"])
+    check_prerequisites(cfg, "tune")  # no pretrain/selector.pt: fine
+    with pytest.raises(FileNotFoundError, match="no pretrained selector"):
+        check_prerequisites(cfg, "train")
+    learned = load_config(None, [f"run_dir={tmp_path / 'run'}", "tune.trial=pipeline", "env.reward_mode=answer",
+                                 "env.reader=learned"])
+    with pytest.raises(ConfigError, match="pretrain.answer_weight"):
+        check_prerequisites(learned, "tune")

@@ -194,14 +194,17 @@ def check_prerequisites(cfg: Config, stage: str) -> None:
     if stage == "tune" and cfg.tune.num_samples == 0:
         raise ConfigError("field 'tune.num_samples': expected an integer >= 1 for `memsel tune` (0 only tells "
                           "`memsel pipeline` to skip the sweep)")
-    if stage in ("train", "tune") and cfg.ppo.use_pretrained and not layout.pretrained_selector.is_file():
+    # A sweep of pipeline trials pretrains in every trial: it starts from nothing the run directory holds.
+    pretrains = stage == "pipeline" or (stage == "tune" and cfg.tune.trial == "pipeline")
+    uses_run_pretraining = stage in ("train", "tune") and not pretrains
+    if uses_run_pretraining and cfg.ppo.use_pretrained and not layout.pretrained_selector.is_file():
         raise FileNotFoundError(f"{layout.pretrained_selector}: no pretrained selector; run `memsel pretrain "
                                 f"--run-dir {run}` first, or set ppo.use_pretrained=false to train from scratch")
     if cfg.env.reward_mode == "answer" and cfg.env.reader == "learned":
-        if stage in ("train", "tune") and not layout.reader.is_file():
+        if uses_run_pretraining and not layout.reader.is_file():
             raise FileNotFoundError(f"{layout.reader}: env.reader 'learned' needs the answer reader that "
                                     "pretraining trains; run `memsel pretrain` with pretrain.answer_weight > 0 first")
-        if stage == "pipeline" and cfg.pretrain.answer_weight <= 0:
+        if pretrains and cfg.pretrain.answer_weight <= 0:
             raise ConfigError("field 'pretrain.answer_weight': env.reader 'learned' needs the answer reader that "
                               f"pretraining trains; expected a number > 0, got {cfg.pretrain.answer_weight}")
     if stage == "evaluate":

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS, DONE, SHOULD_CHECKPOINT, TRIAL_ID
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,8 @@ SELECTOR_FILE = "selector.pt"
 """The trial's bare selector (with vocabulary) inside each of its checkpoints."""
 STATE_FILE = "memsel_trial.json"
 """The trial's own state inside each checkpoint: trial id, iteration, last validation scores."""
-_RESERVED = ("done", "training_iteration", "time_this_iter_s", "time_total_s", "timesteps_total", "episodes_total",
-             "trial_id", "experiment_id", "date", "timestamp", "pid", "hostname", "node_ip", "config",
-             "time_since_restore", "iterations_since_restore", "timesteps_since_restore", "should_checkpoint",
-             "checkpoint_dir_name")
+_RESERVED = (*AUTO_RESULT_KEYS, DONE, TRIAL_ID, SHOULD_CHECKPOINT, "experiment_id")
+"""Keys of the inner algorithm's result that Tune fills in for the trial itself (left out of the trial's result)."""
 
 
 @dataclass
