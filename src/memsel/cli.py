@@ -72,6 +72,17 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--task", type=int, choices=(1, 2, 3),
                      help="1, 2 or 3 supporting facts (default from config: data.task = 1)")
     _common(gen, data=False)
+    hay = dsub.add_parser("haystack", help="hide a task's stories among sentences of background text (BABILong)",
+                          description="Write the train and test splits of --data/--task (or of generated stories) "
+                                      "with each question's memories a list of --length memories: the story's "
+                                      "statements in order, at seeded random positions among sentences of "
+                                      "background text. Files: qaN_haystackL_{train,test}.txt in the bAbI format; "
+                                      "read them back with --set data.max_memories=L.")
+    hay.add_argument("--out", required=True, metavar="DIR", help="folder for the files")
+    hay.add_argument("--length", type=int, required=True, metavar="L", help="memories per question, e.g. 1000")
+    hay.add_argument("--background", metavar="PATH",
+                     help="a text file or a folder of *.txt (default: ../shared/haystack, two novels)")
+    _common(hay)
     ins = dsub.add_parser("inspect", help="statistics of bAbI files: stories, questions, memories, vocabulary")
     ins.add_argument("paths", nargs="+", metavar="PATH", help="bAbI files or folders of them")
     ins.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -157,9 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("evaluate", "pipeline"):
             p.add_argument("--json", action="store_true",
                            help="print only one JSON object {method: {metric: value}} on stdout")
+        if name == "evaluate":
+            p.add_argument("--lengths", type=_lengths, metavar="L1,L2,...",
+                           help="evaluate on the test split hidden in haystacks of these many memories "
+                                "(0 = plain bAbI), e.g. 0,1000,4000,16000: the run's selectors, BM25 and the "
+                                "recency baselines (writes haystack.json / haystack.txt)")
+            p.add_argument("--no-bm25", action="store_true", help="with --lengths: skip the BM25 baseline")
         if name == "tune":
             _add_tune_flags(p)
     return parser
+
+
+def _lengths(text: str) -> list[int]:
+    """``--lengths``: comma-separated integers >= 0."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0 (e.g. 0,1000,4000), got {text!r}")
+    return values
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -230,6 +258,18 @@ def _select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _haystack(args: argparse.Namespace) -> int:
+    from memsel.data.prepare import write_haystack_files
+
+    args.sets = [*args.sets, f"data.haystack={args.length}"]
+    if args.background:
+        args.sets.append(f"data.haystack_background={json.dumps(str(Path(args.background).resolve()))}")
+    for path, summary in write_haystack_files(_config(args), Path(args.out)):
+        size = path.stat().st_size / 2 ** 20
+        print(f"{path} ({size:,.1f} MiB): {summary.describe()}")
+    return 0
+
+
 def _download(args: argparse.Namespace) -> int:
     from memsel.data.download import ARCHIVE_SHA256, ARCHIVE_URL, download_babi
 
@@ -286,6 +326,8 @@ def run(argv: list[str] | None = None) -> int:
 
         return run_jobs_command(args)
 
+    if args.command == "data" and args.data_command == "haystack":
+        return _haystack(args)
     cfg = _config(args)
     if args.command == "data":  # generate
         from memsel.data.prepare import generated_files
@@ -320,8 +362,13 @@ def _run_stage(args: argparse.Namespace, cfg: Config) -> int:
                 return 0
             if args.command in ("train", "tune"):
                 outcome = pipeline.stage_ppo(cfg, data, sweep=args.command == "tune", mode=tune_mode(args))
+            elif getattr(args, "lengths", None):
+                results = pipeline.stage_lengths(cfg, args.lengths, bm25=not args.no_bm25)
             else:
                 results = pipeline.stage_evaluate(cfg, data)
+    if getattr(args, "lengths", None):
+        _finish_lengths(cfg, results, as_json)
+        return 0
     if args.command in ("train", "tune"):
         _print_outcome(cfg, outcome, as_json)
         return 0
@@ -329,6 +376,19 @@ def _run_stage(args: argparse.Namespace, cfg: Config) -> int:
                                     "config.yaml (full config, reusable with --config)"],
             with_timings=args.command == "pipeline")
     return 0
+
+
+def _finish_lengths(cfg: Config, results: dict, as_json: bool) -> None:
+    """After ``evaluate --lengths``: the table of selection accuracy per method and length, or the JSON."""
+    from memsel.haystack_eval import format_lengths
+
+    if as_json:
+        print(json.dumps(results))
+        return
+    print()
+    print(format_lengths(results))
+    print()
+    print(f"Results:  {cfg.run_path / 'haystack.json'} (every metric), haystack.txt (this table)")
 
 
 def _print_outcome(cfg: Config, outcome, as_json: bool) -> None:

@@ -68,6 +68,14 @@ class DataConfig:
     """Memory slots per sample; 0 = the longest story in the data. Longer stories keep their most recent memories."""
     max_sentence_len: int = 0
     """Tokens per sentence; 0 = the longest sentence in the data."""
+    haystack: int = 0
+    """Memories per question when the stories hide in background text (memsel.data.haystack, as BABILong):
+    each question sees this many, its story's statements among sentences of ``haystack_background``;
+    0 = plain bAbI."""
+    haystack_background: str | None = None
+    """A text file or a folder of ``*.txt`` files for the haystack; None = ``../shared/haystack`` (two novels)."""
+    haystack_max_words: int = 20
+    """Background sentences longer than this many words are cut into pieces of at most this many."""
 
     @property
     def dataset_name(self) -> str:
@@ -82,6 +90,8 @@ class DataConfig:
         _check(self.max_memories >= 0, f"{p}.max_memories", "an integer >= 0 (0 = automatic)", self.max_memories)
         _check(self.max_sentence_len >= 0, f"{p}.max_sentence_len", "an integer >= 0 (0 = automatic)",
                self.max_sentence_len)
+        _check(self.haystack >= 0, f"{p}.haystack", "an integer >= 0 (0 = plain bAbI)", self.haystack)
+        _check(self.haystack_max_words >= 3, f"{p}.haystack_max_words", "an integer >= 3", self.haystack_max_words)
 
 
 PRETRAIN_TARGETS = ("recency", "supporting", "mixed")

@@ -95,6 +95,42 @@ def sentence_encoder(config: SelectorConfig, spec: DataSpec) -> nn.Module:
     return BagOfWordsEncoder(spec.vocab_size, config.embed_dim, position_encoding=config.encoder == "pe")
 
 
+class LogAgeBuckets(nn.Module):
+    """Age features defined for any age (``selector.age_encoding: log``): a learned row per age bucket,
+    ages 0..EXACT-1 exactly, then PER_DOUBLING buckets per doubling of the age.
+
+    ``seen`` (a buffer, saved with the weights) is the oldest bucket met in training; outside training,
+    older ages share it, so a network trained on lists of 1k memories scores a 16k one with the features
+    it learned for its oldest memories instead of rows no gradient ever reached."""
+
+    EXACT = 16
+    PER_DOUBLING = 4
+    LAST = EXACT + PER_DOUBLING * 36  # the bucket of age 2^40 (16 * 2^36); older ages share it
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.embedding = nn.Embedding(self.LAST + 1, dim)
+        self.register_buffer("seen", torch.tensor(-1, dtype=torch.long))
+
+    @classmethod
+    def bucket(cls, ages: torch.Tensor) -> torch.Tensor:
+        """Bucket ids of ``ages`` (any shape, >= 0), long."""
+        ages = ages.long().clamp(min=0)
+        octave = torch.log2(ages.clamp(min=cls.EXACT).double() / cls.EXACT)
+        late = cls.EXACT + torch.floor(cls.PER_DOUBLING * octave + 1e-9).long()
+        return torch.where(ages < cls.EXACT, ages, late).clamp(max=cls.LAST)
+
+    def index(self, ages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Rows of ``embedding`` for ``ages`` (B, N); in training, records the oldest bucket met in ``mask``."""
+        rows = self.bucket(ages)
+        if self.training:
+            if mask.any():
+                self.seen.fill_(max(int(self.seen), int(rows[mask].max())))
+        elif int(self.seen) >= 0:
+            rows = rows.clamp(max=int(self.seen))
+        return rows
+
+
 class Selector(nn.Module):
     """Scores every memory against the query; the family ``config.kind`` does the scoring.
 
@@ -113,7 +149,9 @@ class Selector(nn.Module):
         self.refine = (residual_stack(d, config.hidden_dim, config.num_residual_blocks, config.dropout)
                        if config.residual else None)
         # Age embedding: the network can learn any recency profile, e.g. "most recent matching".
-        self.age_embed = nn.Embedding(spec.max_memories, d) if config.recency else None
+        self.age_embed = (nn.Embedding(spec.max_memories, d) if config.recency and config.age_encoding == "table"
+                          else None)
+        self.age_buckets = LogAgeBuckets(d) if config.recency and config.age_encoding == "log" else None
         self.family = FAMILIES.get(config.kind)(config)
         # Age relative to the oldest memory chosen at an earlier hop, as smooth features (older / newer /
         # same, log distance), so that "the nearest one before it" generalises across distances.
@@ -205,6 +243,8 @@ class Selector(nn.Module):
         age = None
         if self.age_embed is not None:
             age = Ages(ages.long().clamp(0, self.spec.max_memories - 1), self.age_embed)
+        elif self.age_buckets is not None:
+            age = Ages(self.age_buckets.index(ages, mask), self.age_buckets.embedding)
         scored = x
         if selected is not None:  # MemN2N: u_{k+1} = u_k + o_k, o = what earlier steps chose
             if selected.is_floating_point():  # 0/1 from RLlib, or soft weights in end-to-end pretraining

@@ -163,6 +163,38 @@ def stage_evaluate(cfg: Config, data: PreparedData) -> dict:
     return results
 
 
+def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True) -> dict:
+    """The run's selectors, BM25 and the recency baselines on its test split in haystacks of ``lengths``
+    memories (memsel.haystack_eval); writes ``haystack.json`` and ``haystack.txt`` in the run directory."""
+    from memsel.data.encode import Vocab
+    from memsel.data.haystack import build_haystack, read_background
+    from memsel.data.sample import DATASETS
+    from memsel.haystack_eval import format_lengths, haystack_split, score_methods
+    from memsel.network import Selector
+
+    run, d = cfg.layout, cfg.data
+    raw = DATASETS.make(d.dataset_name, d, d.dataset_options, "data", "dataset_options", cfg.seed, run.data)
+    background = read_background(d.haystack_background, d.haystack_max_words)
+    vocab = Vocab.load(run.vocab)
+    selectors = {name: Selector.load(run.selector(folder)) for name, folder in SELECTOR_FOLDERS
+                 if run.selector(folder).is_file()}
+    results = {}
+    for length in lengths:
+        t = time.perf_counter()
+        samples, timelines, summary = build_haystack(raw.test, length, background, f"{cfg.seed}:test")
+        split = haystack_split(samples, timelines)
+        scores = score_methods(split, cfg.env.hops, selectors, vocab, bm25)
+        words = float(np.mean([sum(len(m.split()) for m in s.memories) for s in samples])) if not length \
+            else summary.words_per_question
+        results[str(length)] = {"results": scores, "words_per_question": words,
+                                "memories_per_question": float(split.lengths.mean()), "questions": len(samples)}
+        log.info("length %d: %s (%.0f s)", length, ", ".join(
+            f"{k} {100 * v['selection_accuracy']:.1f}%" for k, v in scores.items()), time.perf_counter() - t)
+    write_text_atomic(run.root / "haystack.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(run.root / "haystack.txt", format_lengths(results) + "\n")
+    return results
+
+
 def run_pipeline(cfg: Config) -> dict:
     """Data -> pretrain -> PPO with distillation (and the ``ppo.compare`` runs) -> ASHA sweep
     (unless ``tune.num_samples`` is 0) -> evaluate; returns the results."""

@@ -77,10 +77,11 @@ def check(cfg: Config, stage: str, mode: str = "new") -> None:
 def check_data(cfg: Config) -> None:
     """``data.path`` names bAbI files that exist and parse, the run directory's data if it has some,
     and the run directory was prepared with ``cfg.seed``."""
-    from memsel.data.prepare import check_run_seed, check_same_data
+    from memsel.data.prepare import check_run_seed, check_same_data, haystack_sources
 
     check_run_seed(cfg)
     d = cfg.data
+    haystack = haystack_sources(cfg)  # reads the background: a missing or empty one is refused here
     if d.dataset_name != "babi" or not d.path:
         return
     from memsel.data.babi import find_task_files, read_splits
@@ -89,7 +90,7 @@ def check_data(cfg: Config) -> None:
         train, test = find_task_files(d.path, d.task)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"data.path (--data): {e}") from None
-    check_same_data(cfg, read_splits(train, test).sources)
+    check_same_data(cfg, {**read_splits(train, test).sources, **haystack})
 
 
 # --------------------------------------------------------------------------- names

@@ -21,6 +21,7 @@ FAMILIES = Registry("selector family")
 
 SENTENCE_ENCODERS = ("bow", "pe", "learned")
 ATTENTION_KINDS = ("softmax", "stick_breaking")
+AGE_ENCODINGS = ("table", "log")
 SELF_ATTENTION_MODES = ("full", "chunked", "linear")
 
 
@@ -40,6 +41,11 @@ class SelectorConfig:
     """Sentence encoder: ``bow`` bag of words, ``pe`` MemN2N position encoding, ``learned`` learned position weights."""
     recency: bool = True
     """Give every memory a learned embedding of its age (0 = most recent) that the family scores with."""
+    age_encoding: str = "table"
+    """How ``recency`` turns an age into features: ``table``, one learned row per memory slot (a network
+    scores lists of at most data.max_memories); ``log``, learned rows for log-spaced age buckets (exact up
+    to 15, then 4 per doubling), defined for any age: a network trained on short lists scores every
+    memory of a longer one, ages older than any seen in training sharing the oldest trained bucket."""
     relative_age: bool = True
     """Multi-hop: give every memory learned features of its age relative to the oldest memory chosen at
     an earlier hop (before or after it, how far), e.g. "the last move before the fact I found"."""
@@ -74,6 +80,8 @@ class SelectorConfig:
         check(self.hidden_dim >= 1, f"{p}.hidden_dim", "an integer >= 1", self.hidden_dim)
         check(self.encoder in SENTENCE_ENCODERS, f"{p}.encoder", f"one of {list(SENTENCE_ENCODERS)}", self.encoder)
         check(self.num_residual_blocks >= 1, f"{p}.num_residual_blocks", "an integer >= 1", self.num_residual_blocks)
+        check(self.age_encoding in AGE_ENCODINGS, f"{p}.age_encoding", f"one of {list(AGE_ENCODINGS)}",
+              self.age_encoding)
         check(self.attention in ATTENTION_KINDS, f"{p}.attention", f"one of {list(ATTENTION_KINDS)}", self.attention)
         check(self.hops >= 1, f"{p}.hops", "an integer >= 1", self.hops)
         check(0.0 <= self.dropout < 1.0, f"{p}.dropout", "a number in [0, 1)", self.dropout)

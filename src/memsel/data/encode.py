@@ -142,11 +142,14 @@ def encode(samples: list[Sample], vocab: Vocab, spec: DataSpec) -> EncodedSample
     answer = np.zeros((s_count,), dtype=np.int64)
     n_support = np.array([len(s.supporting) for s in samples], dtype=np.int64)
     dropped = 0
+    known: dict[str, list[int]] = {}  # haystack lists repeat their sentences: tokenise each text once
     for i, s in enumerate(samples):
         first = max(0, len(s.memories) - n)  # keep the n most recent memories
         kept = s.memories[first:]
         for j, text in enumerate(kept):
-            ids = vocab.encode(text)[:length]
+            ids = known.get(text)
+            if ids is None:
+                ids = known[text] = vocab.encode(text)[:length]
             memories[i, j, : len(ids)] = ids
         k = len(kept)
         mask[i, :k] = True

@@ -18,6 +18,7 @@ import yaml
 from memsel.config import Config
 from memsel.data.encode import DataSpec, EncodedSamples, Vocab, encode, load_spec, save_spec, spec_for
 from memsel.data.generate import write_splits
+from memsel.data.haystack import HaystackSummary, build_haystack, read_background, timeline_lines
 from memsel.data.sample import DATASETS, Sample
 from memsel.files import write_text_atomic
 
@@ -87,6 +88,50 @@ def check_same_data(cfg: Config, sources: dict) -> None:
                          "and shapes would not fit. Use another --run-dir (or --name).")
 
 
+def in_haystack(cfg: Config, train: list[Sample], test: list[Sample], sources: dict
+                ) -> tuple[list[Sample], list[Sample], dict]:
+    """The splits hidden in a haystack of ``data.haystack`` memories (unchanged when it is 0); the sources
+    then also name the haystack, so that a run directory refuses another one."""
+    d = cfg.data
+    if not d.haystack:
+        return train, test, sources
+    background = read_background(d.haystack_background, d.haystack_max_words)
+    train, _, summary = build_haystack(train, d.haystack, background, f"{cfg.seed}:train")
+    log.info("haystack (train): %s", summary.describe())
+    test, _, summary = build_haystack(test, d.haystack, background, f"{cfg.seed}:test")
+    log.info("haystack (test): %s", summary.describe())
+    return train, test, {**sources, **haystack_sources(cfg, background)}
+
+
+def haystack_sources(cfg: Config, background=None) -> dict[str, str]:
+    """What identifies the run's haystack (nothing without one); reads the background when not given."""
+    d = cfg.data
+    if not d.haystack:
+        return {}
+    background = background or read_background(d.haystack_background, d.haystack_max_words)
+    return {"haystack": str(d.haystack), "haystack_sha1": background.sha1,
+            "haystack_max_words": str(d.haystack_max_words)}
+
+
+def write_haystack_files(cfg: Config, out: Path) -> list[tuple[Path, HaystackSummary]]:
+    """``memsel data haystack``: the config's train and test splits in a haystack of ``data.haystack`` memories,
+    written to ``out`` as bAbI-format files (one story per timeline) with their summaries. Read back with
+    ``data.max_memories`` = the length, each question keeps exactly its list."""
+    d = cfg.data
+    if d.haystack < 1:
+        raise ValueError(f"data.haystack (--length): expected an integer >= 1, got {d.haystack}")
+    background = read_background(d.haystack_background, d.haystack_max_words)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = DATASETS.make(d.dataset_name, d, d.dataset_options, "data", "dataset_options", cfg.seed, out)
+    written = []
+    for name, samples in (("train", splits.train), ("test", splits.test)):
+        built, timelines, summary = build_haystack(samples, d.haystack, background, f"{cfg.seed}:{name}")
+        path = out / f"qa{d.task}_haystack{d.haystack}_{name}.txt"
+        write_text_atomic(path, "\n".join(timeline_lines(timelines, built)) + "\n")
+        written.append((path, summary))
+    return written
+
+
 def prepare_data(cfg: Config) -> PreparedData:
     """The run's encoded splits: prepared from ``cfg.data`` (and cached in the run directory) the first
     time, then read back; another seed or other data than the directory's is refused."""
@@ -95,7 +140,7 @@ def prepare_data(cfg: Config) -> PreparedData:
     folder.mkdir(parents=True, exist_ok=True)
     d = cfg.data
     splits = DATASETS.make(d.dataset_name, d, d.dataset_options, "data", "dataset_options", cfg.seed, folder)
-    train_all, test, sources = splits.train, splits.test, splits.sources
+    train_all, test, sources = in_haystack(cfg, splits.train, splits.test, splits.sources)
     train, val = split_by_story(train_all, cfg.data.val_fraction, cfg.seed)
     train_name, test_name = splits.describe()
     log.info("data: %s (%s, %d questions -> %d train, %d validation), %s (%d test questions)",
