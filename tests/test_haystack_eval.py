@@ -1,0 +1,107 @@
+"""Selection among thousands: cached, chunked scoring equals the network's plain forward; ages that extrapolate;
+BM25 and the recency baselines at length."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from memsel.config import SelectorConfig
+from memsel.data.babi import parse_babi
+from memsel.data.encode import DataSpec, Vocab, encode
+from memsel.data.generate import write_task
+from memsel.data.haystack import Background, build_haystack
+from memsel.evaluate import greedy_rollout, hop_counts
+from memsel.haystack_eval import bm25_choices, haystack_split, recency_choices, score_methods, selector_choices
+from memsel.network import LogAgeBuckets, Selector
+
+SENTENCES = tuple(f"the {a} {b} walked past the {c} quietly" for a in ("red", "old", "tall", "small")
+                  for b in ("fox", "cart", "clerk", "lamp", "boat") for c in ("mill", "pond", "gate"))
+BACKGROUND = Background(SENTENCES, ("test",), "0")
+
+
+@pytest.fixture(scope="module")
+def split_and_net(tmp_path_factory):
+    samples = parse_babi(write_task(tmp_path_factory.mktemp("g") / "qa2_train.txt", 2, 5, seed=1))
+    built, timelines, _ = build_haystack(samples, 90, BACKGROUND, seed=0)
+    vocab = Vocab.build(built)
+    torch.manual_seed(0)
+    net = Selector(SelectorConfig(kind="mha", embed_dim=16, num_heads=4, attention="stick_breaking",
+                                  age_encoding="log"), DataSpec(len(vocab), 90, 12))
+    net.vocab = vocab.tokens
+    return built, haystack_split(built, timelines), net, vocab
+
+
+def test_cached_chunked_scoring_chooses_as_the_plain_forward(split_and_net):
+    built, split, net, vocab = split_and_net
+    data = encode(built, vocab, net.spec)
+    hops = hop_counts(data, 0)
+    net.eval()
+    with torch.inference_mode():
+        plain = greedy_rollout(net, {k: torch.from_numpy(v) for k, v in data.tensors().items()},
+                               torch.from_numpy(hops)).numpy()
+    for chunk in (7, 4096):  # many chunks of the distinct sentences, or one
+        assert np.array_equal(selector_choices(net, vocab, split, hops=0, chunk=chunk), plain)
+
+
+def test_a_network_trained_on_short_lists_scores_every_memory_of_a_long_one():
+    spec = DataSpec(30, 1000, 5)
+    torch.manual_seed(0)
+    net = Selector(SelectorConfig(kind="mha", embed_dim=16, num_heads=4, age_encoding="log"), spec)
+    table = Selector(SelectorConfig(kind="mha", embed_dim=16, num_heads=4), spec)
+
+    def obs(n):
+        g = torch.Generator().manual_seed(n)
+        return {"memories": torch.randint(1, 30, (2, n, 5), generator=g), "mask": torch.ones(2, n, dtype=torch.bool),
+                "query": torch.randint(1, 30, (2, 5), generator=g), "ages": torch.arange(n - 1, -1, -1).repeat(2, 1)}
+
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    loss = -torch.log_softmax(net(obs(1000)), -1)[:, -1].mean()  # one training step on lists of 1,000
+    loss.backward()
+    opt.step()
+    assert int(net.age_buckets.seen) == int(LogAgeBuckets.bucket(torch.tensor(999)))
+    net.eval()
+    long = obs(16000)
+    with torch.inference_mode():
+        probs = torch.softmax(net(long), -1)
+        assert torch.isfinite(probs).all() and (probs > 0).all()  # all 16,000 memories scored
+        # ages older than any seen in training share the oldest trained bucket: same content, same score
+        same = {**long, "memories": long["memories"].clone()}
+        same["memories"][:, 100] = same["memories"][:, 15000]  # ages 15899 and 999
+        logits = net(same)
+        assert torch.allclose(logits[:, 100], logits[:, 15000])
+    with pytest.raises(ValueError, match="built for 1000"):
+        table(long)
+
+
+def test_a_table_network_scores_only_its_newest_slots_at_length(split_and_net):
+    built, split, _, vocab = split_and_net
+    torch.manual_seed(0)
+    net = Selector(SelectorConfig(kind="mha", embed_dim=16, num_heads=4), DataSpec(len(vocab), 10, 12))
+    chosen = selector_choices(net, vocab, split, hops=0)
+    live = chosen >= 0
+    assert (chosen[live] >= (split.lengths[:, None] - 10).repeat(chosen.shape[1], 1)[live]).all()
+
+
+def test_bm25_takes_the_best_match_and_the_newer_of_equals():
+    texts = ["Mary went to the kitchen.", "the owl sat on the tree", "Mary went to the garden.",
+             "John went to the hallway.", "the owl sat on the tree"]
+    from memsel.data.sample import Sample
+
+    samples = [Sample(tuple(texts), "Where is John?", "hallway", (3,), 0, "t:1"),
+               Sample(tuple(texts), "Where is Mary?", "garden", (2,), 1, "t:2")]
+    split = haystack_split(samples, [])
+    hops = np.array([1, 2])
+    assert bm25_choices(split, hops).tolist() == [[3, -1], [2, 0]]
+    rec = recency_choices(split, hops)
+    assert rec["most_recent"].tolist() == [[4, -1], [4, 4]] and rec["recency_prior"].tolist() == [[4, -1], [4, 3]]
+
+
+def test_scores_at_length_have_every_method_and_speed(split_and_net):
+    _, split, net, vocab = split_and_net
+    results = score_methods(split, 0, {"memsel": net}, vocab)
+    assert set(results) == {"random", "most_recent", "recency_prior", "bm25", "memsel"}
+    assert results["memsel"]["memories_per_second"] > 0
+    assert 0 <= results["random"]["selection_accuracy"] < 0.05  # 2 facts among 90 memories
