@@ -18,6 +18,8 @@ def test_file_stats_by_hand(tmp_path):
     assert s["statements_per_story"] == {"min": 1, "median": 2.0, "max": 3}
     assert s["supporting_per_question"] == {"min": 1, "mean": 1.0, "max": 1}
     assert s["memories_per_question"] == {"mean": 2.0, "max": 3}
+    # the same lists in words: 5 + 5, 5 + 5 + 5 ("Mary went to the office."), 5
+    assert s["words_per_question"] == {"mean": 10.0, "max": 15}
     # oldest supporting fact: age 1 (kitchen, 2 memories), age 0 (office), age 0 (park)
     assert s["oldest_support_age"] == {"mean": 1 / 3, "max": 1}
     words = {"mary", "went", "to", "the", "kitchen", "john", "garden", "where", "is", "office", "sandra", "park"}
@@ -30,6 +32,18 @@ def test_task_numbers_and_folders(tmp_path):
     (tmp_path / "qa1_x_test.txt").write_text(TWO_STORIES)
     (tmp_path / "readme.md").write_text("not a task")
     assert [p.name for p in expand([tmp_path])] == ["qa1_x_test.txt", "qa1_x_train.txt"]
+
+
+def test_words_count_word_tokens_not_characters_or_punctuation(tmp_path):
+    path = tmp_path / "qa5_x_train.txt"
+    path.write_text("1 Fred picked up the milk there.\n2 Fred gave the milk to Bill.\n"
+                    "3 Who gave the milk? \tFred\t2\n4 Bill went back to the office.\n5 What did Fred give to Bill? "
+                    "\tmilk\t2\n")
+    s = file_stats(parse_babi(path))
+    assert s["memories_per_question"] == {"mean": 2.5, "max": 3}
+    assert s["words_per_question"] == {"mean": (12 + 18) / 2, "max": 18}  # 6 + 6, then + 6
+    row = format_report({str(path): s}).splitlines()[1]
+    assert "2.5/3" in row and "15.0/18" in row
 
 
 def test_compare_generated_only_for_tasks_1_to_3(tmp_path):
