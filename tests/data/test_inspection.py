@@ -46,11 +46,19 @@ def test_words_count_word_tokens_not_characters_or_punctuation(tmp_path):
     assert "2.5/3" in row and "15.0/18" in row
 
 
-def test_compare_generated_only_for_tasks_1_to_3(tmp_path):
+def test_compare_generated_for_tasks_1_to_5_only(tmp_path):
     (tmp_path / "qa1_x_train.txt").write_text(TWO_STORIES)
+    (tmp_path / "qa4_z_train.txt").write_text(TWO_STORIES)
+    (tmp_path / "qa5_w_train.txt").write_text(TWO_STORIES)
     (tmp_path / "qa7_y_train.txt").write_text(TWO_STORIES)
     report = inspect_files([tmp_path], compare_generated=True)
     one, seven = report[str(tmp_path / "qa1_x_train.txt")], report[str(tmp_path / "qa7_y_train.txt")]
     assert one["generated"]["stories"] == 2 and one["generated"]["task"] == 1
     assert "generated" not in seven
-    assert len(format_report(report).splitlines()) == 1 + 3  # header, qa1 + its generated row, qa7
+    for task, name in ((4, "qa4_z_train.txt"), (5, "qa5_w_train.txt")):
+        g = report[str(tmp_path / name)]["generated"]
+        assert g["task"] == task and g["stories"] == 2 and g["supporting_per_question"]["max"] == 1
+        assert g["words_per_question"]["mean"] > g["memories_per_question"]["mean"] > 0
+    table = format_report(report).splitlines()
+    assert len(table) == 1 + 7  # header, 3 files + their generated rows, qa7
+    assert "mem/q mean/max" in table[0] and "words/q mean/max" in table[0]

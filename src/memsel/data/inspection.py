@@ -57,7 +57,7 @@ def expand(paths: list[str | Path]) -> list[Path]:
 
 
 def inspect_files(paths: list[str | Path], compare_generated: bool = False, seed: int = 0) -> dict[str, dict]:
-    """``{file: stats}``; with ``compare_generated`` each task-1/2/3 file's stats also hold
+    """``{file: stats}``; with ``compare_generated`` each file of a generated task (1 to 5) also holds
     ``generated``: the same statistics of as many generated stories of its task (default knobs)."""
     report: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="memsel-inspect-") as tmp:
