@@ -181,17 +181,23 @@ def test_unknown_command_exits_2(tmp_path):
     assert "invalid choice" in out.stderr
 
 
-# --------------------------------------------------------------------------- data: tasks 2 and 3, comparison
+# --------------------------------------------------------------------------- data: tasks 2 to 5, comparison
 
 
-@pytest.mark.parametrize("task", [2, 3])
-def test_data_generate_task(tmp_path, capsys, task):
+@pytest.mark.parametrize("task, questions, support", [(2, 5, 2), (3, 5, 3), (4, 1, 1), (5, 5, 1)])
+def test_data_generate_task(tmp_path, capsys, task, questions, support):
     assert run(["data", "generate", "--task", str(task), "--out", str(tmp_path), "--set", "data.train_stories=5",
                 "--set", "data.test_stories=3", "--set", "data.distractor_density=0.1"]) == 0
     capsys.readouterr()
     train = parse_babi(tmp_path / f"qa{task}_generated_train.txt")
-    assert len(train) == 25 and {len(s.supporting) for s in train} == {task}
-    assert len(parse_babi(tmp_path / f"qa{task}_generated_test.txt")) == 15
+    assert len(train) == 5 * questions and {len(s.supporting) for s in train} == {support}
+    assert len(parse_babi(tmp_path / f"qa{task}_generated_test.txt")) == 3 * questions
+
+
+def test_data_generate_refuses_other_tasks_naming_data_task(tmp_path, capsys):
+    code, err = _main(capsys, "data", "generate", "--task", "6", "--out", str(tmp_path / "gen"))
+    assert code == 2 and "'data.task'" in err and "[1, 2, 3, 4, 5]" in err and err.count("\n") == 1
+    assert not (tmp_path / "gen").exists()
 
 
 def test_data_inspect_compare_generated(babi_en, capsys):

@@ -268,7 +268,9 @@ def test_env_defaults_keep_the_single_hop_all_memories_environment():
     (["env.sample_weighting=zipf"], "env.sample_weighting", "['uniform', 'recency']"),
     (["env.hops=-1"], "env.hops", ">= 0"),
     (["env.reader=oracle"], "env.reader", "package.module:factory"),
-    (["data.task=4"], "data.task", "[1, 2, 3]"),  # only tasks 1-3 can be generated
+    (["data.task=6"], "data.task", "[1, 2, 3, 4, 5]"),  # only tasks 1-5 can be generated
+    (["data.task=4", "data.statements_per_question=6"], "data.num_places", "more than data.statements_per_question"),
+    (["data.task=5", "data.num_actors=1"], "data.num_actors", ">= 2 with task 5"),
     (["data.distractor_density=1.0"], "data.distractor_density", "[0, 1)"),
     (["data.num_objects=0"], "data.num_objects", ">= 1"),
 ])

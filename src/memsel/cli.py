@@ -67,10 +67,16 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     down.add_argument("--url", default=None, metavar="URL", help="another address of the same archive")
     down.add_argument("--sha256", default=None, metavar="HEX", help="expected SHA-256 (default: the published one)")
     down.add_argument("--force", action="store_true", help="download again and replace an existing copy")
-    gen = dsub.add_parser("generate", help="write seeded train/test files of task 1, 2 or 3 in the bAbI format")
+    gen = dsub.add_parser("generate", help="write seeded train/test files of bAbI task 1 to 5 in the bAbI format",
+                          description="Write seeded qaN_generated_{train,test}.txt files of a bAbI task: 1, 2, 3 "
+                                      "(one, two, three supporting facts), 4 (two-argument relations: 'What is "
+                                      "north of the kitchen?') or 5 (three-argument relations: 'Who gave the "
+                                      "football to Bill?'), read back by the same parser as the real files.")
     gen.add_argument("--out", required=True, metavar="DIR", help="folder for qaN_generated_{train,test}.txt")
-    gen.add_argument("--task", type=int, choices=(1, 2, 3),
-                     help="1, 2 or 3 supporting facts (default from config: data.task = 1)")
+    # No argparse choices: data.task's own check refuses other tasks, naming the field (exit code 2).
+    gen.add_argument("--task", type=int,
+                     help="1, 2 or 3 supporting facts, 4 two-argument or 5 three-argument relations "
+                          "(default from config: data.task = 1)")
     _common(gen, data=False)
     hay = dsub.add_parser("haystack", help="hide a task's stories among sentences of background text (BABILong)",
                           description="Write the train and test splits of --data/--task (or of generated stories) "
@@ -87,7 +93,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     ins.add_argument("paths", nargs="+", metavar="PATH", help="bAbI files or folders of them")
     ins.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ins.add_argument("--compare-generated", action="store_true",
-                     help="next to every task 1-3 file, the same statistics of as many generated stories")
+                     help="next to every task 1-5 file, the same statistics of as many generated stories")
     ins.add_argument("--seed", type=int, default=0, help="seed of the generated stories (default 0)")
 
 

@@ -45,23 +45,23 @@ class DataConfig:
     path: str | None = None
     """A bAbI ``*_train.txt`` file (its ``*_test.txt`` sibling is found) or a folder; None generates ``task``."""
     task: int = 1
-    """bAbI task number: picks the files when ``path`` is a folder; the task generated (1, 2 or 3) when it is None."""
+    """bAbI task number: picks the files when ``path`` is a folder; the task generated (1..5) when it is None."""
     train_stories: int = 200
-    """Generated stories in the train split (5 questions each by default, as in bAbI's 1k set)."""
+    """Generated stories in the train split (5 questions each by default, as in bAbI's 1k set; task 4: 1 each)."""
     test_stories: int = 200
     """Generated stories in the test split."""
     questions_per_story: int = 5
-    """Generated questions per story."""
+    """Generated questions per story (task 4 asks one, as bAbI does)."""
     statements_per_question: int = 2
-    """Generated statements between two questions (bAbI: 2); tasks 2 and 3 add blocks of this size until a question can be asked."""
+    """Generated statements between two questions (bAbI: 2); tasks 2, 3 and 5 add blocks of this size until a question can be asked; task 4: relations before its question."""
     num_actors: int = 4
-    """Generated: how many people move around."""
+    """Generated: how many people move around (task 5: at least 2; task 4 has none)."""
     num_places: int = 6
-    """Generated: how many places they move between."""
+    """Generated: how many places they move between (task 4: places its relations are drawn from)."""
     num_objects: int = 3
-    """Generated tasks 2 and 3: how many objects people get and drop."""
+    """Generated tasks 2, 3 and 5: how many objects people get and drop (and, in task 5, give)."""
     distractor_density: float = 0.0
-    """Generated: share of statements that are moves of bystanders, never asked about (0 = none, as in bAbI)."""
+    """Generated: share of statements that are moves of bystanders, never asked about (task 4: relations between two bystander places; 0 = none, as in bAbI)."""
     val_fraction: float = 0.1
     """Fraction of the train file's stories held out for validation."""
     max_memories: int = 0

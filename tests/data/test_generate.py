@@ -1,15 +1,17 @@
-"""The seeded generators of tasks 1, 2 and 3 (memsel.data.generate), read back through the real parser."""
+"""The seeded generators of tasks 1 to 5 (memsel.data.generate), read back through the real parser."""
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from memsel.data.babi import parse_babi, tokenize
-from memsel.data.generate import (ACTORS, BYSTANDERS, OBJECTS, PLACES, RECENT_WINDOW, generate_lines,
-                                  generate_task1_lines, write_task, write_task1)
+from memsel.data.generate import (ACTORS, BYSTANDERS, OBJECTS, OPPOSITE, PLACES, RECENT_WINDOW, GeneratedConfig,
+                                  actors_of, generate_lines, generate_task1_lines, write_splits, write_task,
+                                  write_task1)
 from memsel.data.inspection import file_stats
 
 
@@ -201,7 +203,7 @@ def test_tasks_2_and_3_parse_with_their_number_of_supporting_facts(tmp_path, tas
     assert any([int(x) for x in ids.split()] != sorted(int(x) for x in ids.split()) for ids in raw)
 
 
-@pytest.mark.parametrize("task", [1, 2, 3])
+@pytest.mark.parametrize("task", [1, 2, 3, 4, 5])
 def test_every_task_is_deterministic_in_the_seed(task):
     assert generate_lines(task, 8, seed=5) == generate_lines(task, 8, seed=5)
     assert generate_lines(task, 8, seed=5) != generate_lines(task, 8, seed=6)
@@ -223,11 +225,11 @@ def parse_babi_lines(lines: list[str]):
         return parse_babi(path)
 
 
-@pytest.mark.parametrize("task", [1, 2, 3])
+@pytest.mark.parametrize("task", [1, 2, 3, 5])
 def test_distractor_density_adds_bystanders_who_are_never_asked_about(task):
     plain = generate_lines(task, 40, seed=3)
     noisy = generate_lines(task, 40, seed=3, distractor_density=0.4)
-    bystanders = {a.lower() for a in ACTORS[4:4 + BYSTANDERS]}
+    bystanders = {a.lower() for a in actors_of(task)[4:4 + BYSTANDERS]}
     assert not any(set(tokenize(line)) & bystanders for line in plain)  # density 0: none at all
     statements = [line.split(" ", 1)[1] for line in noisy if "\t" not in line]
     by_bystanders = [t for t in statements if tokenize(t)[0] in bystanders]
@@ -240,7 +242,10 @@ def test_distractor_density_adds_bystanders_who_are_never_asked_about(task):
 
 
 @pytest.mark.parametrize("task, knobs, match", [
-    (4, {}, "tasks"),
+    (6, {}, "tasks"),
+    (4, {"num_places": 2}, "places"),  # 2 relations need a line of 3 places
+    (4, {"num_places": 9, "distractor_density": 0.2}, "bystanders"),
+    (5, {"num_actors": 1}, "2 actors"),  # a give needs someone to give to
     (2, {"num_objects": 0}, "objects"),
     (3, {"num_objects": len(OBJECTS) + 1}, "objects"),
     (1, {"num_actors": len(ACTORS) - 1, "distractor_density": 0.2}, "bystanders"),
@@ -253,7 +258,9 @@ def test_bad_generator_knobs_are_refused(task, knobs, match):
 
 @pytest.mark.parametrize("task, name", [(1, "qa1_single-supporting-fact_train.txt"),
                                         (2, "qa2_two-supporting-facts_train.txt"),
-                                        (3, "qa3_three-supporting-facts_train.txt")])
+                                        (3, "qa3_three-supporting-facts_train.txt"),
+                                        (4, "qa4_two-arg-relations_train.txt"),
+                                        (5, "qa5_three-arg-relations_train.txt")])
 def test_generated_statistics_are_close_to_the_real_task(babi_en, task, name):
     real = file_stats(parse_babi(babi_en / name))
     gen = file_stats(parse_babi_lines(generate_lines(task, real["stories"], seed=0)))
@@ -263,8 +270,9 @@ def test_generated_statistics_are_close_to_the_real_task(babi_en, task, name):
     for key in ("median", "max"):
         ratio = gen["statements_per_story"][key] / real["statements_per_story"][key]
         assert 0.6 < ratio < 1.7, (key, gen["statements_per_story"], real["statements_per_story"])
-    ratio = gen["memories_per_question"]["mean"] / real["memories_per_question"]["mean"]
-    assert 0.7 < ratio < 1.4, (gen["memories_per_question"], real["memories_per_question"])
+    for stat in ("memories_per_question", "words_per_question"):
+        ratio = gen[stat]["mean"] / real[stat]["mean"]
+        assert 0.7 < ratio < 1.4, (stat, gen[stat], real[stat])
 
 
 def test_task1_defaults_draw_the_same_stories_as_before_the_new_knobs():
@@ -273,3 +281,182 @@ def test_task1_defaults_draw_the_same_stories_as_before_the_new_knobs():
 
     text = "\n".join(generate_lines(1, 200, seed=1)).encode()
     assert hashlib.sha256(text).hexdigest() == "759c66ddd56592710aecd8e5cbde0031184b6df7dcf3b2181835daaf7a0505f5"
+
+
+@pytest.mark.parametrize("task, digest", [
+    (2, "a5f2b1a165a60d49dcbf1393c38e0d6e51bba1ca2b6a5ecb517b9ca19abfff0a"),
+    (3, "a6a4c8d6f9f960bc0727cd1bbd424beab85900bd08a236a0fb77cf739ffde152"),
+])
+def test_tasks_2_and_3_defaults_draw_the_same_stories_as_before_tasks_4_and_5(task, digest):
+    import hashlib
+
+    assert hashlib.sha256("\n".join(generate_lines(task, 200, seed=1)).encode()).hexdigest() == digest
+
+
+# --------------------------------------------------------------------------- tasks 4 and 5
+
+
+@pytest.mark.parametrize("task", [4, 5])
+def test_tasks_4_and_5_files_are_seeded(tmp_path, task):
+    a = write_task(tmp_path / "a.txt", task, 30, seed=11).read_bytes()
+    b = write_task(tmp_path / "b.txt", task, 30, seed=11).read_bytes()
+    c = write_task(tmp_path / "c.txt", task, 30, seed=12).read_bytes()
+    assert a == b and a != c
+
+
+def _relations(statements) -> list[tuple[str, str, str]]:
+    """(subject, relation, object) of task-4 statements "The S is R of the O."."""
+    out = []
+    for text in statements:
+        words = tokenize(text)
+        assert words[0] == "the" and words[2] == "is" and words[4:6] == ["of", "the"] and len(words) == 7, text
+        out.append((words[1], words[3], words[6]))
+    return out
+
+
+def _task4_question(query: str) -> tuple[str, str]:
+    """(relation R, place X) of "What is R of the X?" or, conversely, "What is the X R' of?"."""
+    words = tokenize(query)
+    if words[2] == "the":  # what is the X R' of: the answer lies R of X, R = opposite of R'
+        return OPPOSITE[words[4]], words[3]
+    return words[2], words[5]
+
+
+def test_task4_stories_ask_about_one_relation_and_the_answer_follows_from_them(tmp_path):
+    path = write_task(tmp_path / "qa4_g_train.txt", 4, 300, seed=5)
+    samples = parse_babi(path)
+    assert len(samples) == 300 and len({s.story for s in samples}) == 300  # one question per story
+    forms = set()
+    for s in samples:
+        assert len(s.memories) == 2 and len(s.supporting) == 1, s.source
+        facts = _relations(s.memories)
+        relation, place = _task4_question(s.query)
+        forms.add(tokenize(s.query)[2] == "the")
+        # Re-derived from the statements (each read both ways): the one place that lies R of X.
+        known = {*facts, *((o, OPPOSITE[r], sub) for sub, r, o in facts)}
+        answers = {sub for sub, r, o in known if r == relation and o == place}
+        assert answers == {s.answer}, s.source
+        # The supporting statement names both places of the question.
+        assert {place, s.answer} <= set(tokenize(s.memories[s.supporting[0]])), s.source
+        # Three places on one line: north/south or east/west, never both.
+        assert len({p for f in facts for p in (f[0], f[2])}) == 3
+        assert len({frozenset((r, OPPOSITE[r])) for _, r, _ in facts}) == 1, s.memories
+    assert forms == {True, False}
+    # As in the real files: no space before the question's tab.
+    assert all(line.split("\t")[0].endswith("?") for line in path.read_text().splitlines() if "\t" in line)
+
+
+def test_task4_longer_lines_and_distractors_never_touch_the_question():
+    lines = generate_lines(4, 60, seed=2, statements_per_question=4, num_places=6, distractor_density=0.3)
+    samples = parse_babi_lines(lines)
+    assert len(samples) == 60
+    bystanders = set(PLACES[6:6 + BYSTANDERS])
+    with_distractors = 0
+    for s in samples:
+        facts = _relations(s.memories)
+        story = [f for f in facts if not {f[0], f[2]} & bystanders]
+        asides = [f for f in facts if {f[0], f[2]} <= bystanders]
+        assert len(story) == 4 and len(story) + len(asides) == len(facts), s.memories
+        with_distractors += bool(asides)
+        relation, place = _task4_question(s.query)
+        assert place not in bystanders and s.answer not in bystanders
+        assert s.memories[s.supporting[0]] in [s.memories[i] for i, f in enumerate(facts) if f in story]
+        known = {*facts, *((o, OPPOSITE[r], sub) for sub, r, o in facts)}
+        assert {sub for sub, r, o in known if r == relation and o == place} == {s.answer}, s.source
+    assert with_distractors > 20
+
+
+GIVES = ("gave", "handed", "passed")
+
+
+def _replay_gives(lines: list[str]):
+    """An independent reading of generated task-5 lines: yields, per question, (question, answer,
+    support ids, gives so far as (id, giver, object, receiver)), checking that every statement is
+    possible (only a holder gives or drops, a get takes a free object, a give is between two people
+    at the same place, or to one whose place is not known yet)."""
+    for line in lines:
+        line_id, text = line.split(" ", 1)
+        line_id = int(line_id)
+        if line_id == 1:
+            where, holder, gives = {}, {}, []
+        if "\t" in text:
+            q, answer, ids = text.split("\t")
+            yield q.strip(), answer, [int(i) for i in ids.split()], list(gives)
+            continue
+        words = text.rstrip(".").split()
+        who, rest = words[0], " ".join(words[1:])
+        if any(rest.startswith(v + " the ") for v in MOVES):
+            where[who] = words[-1]
+        elif words[1] in GIVES:
+            obj, receiver = words[3], words[5]
+            assert words[4] == "to" and holder.get(obj) == who != receiver, line
+            assert where.get(receiver, where[who]) == where[who], line
+            where.setdefault(receiver, where[who])
+            holder[obj] = receiver
+            gives.append((line_id, who, obj, receiver))
+        else:
+            obj = rest.replace(" there", "").split(" the ")[1]
+            if rest.split(" the ")[0] in GETS:
+                assert who in where and holder.get(obj) is None, line
+                holder[obj] = who
+            else:
+                assert rest.split(" the ")[0] in DROPS and holder.get(obj) == who, line
+                holder[obj] = None
+
+
+TASK5_QUESTIONS = [  # (pattern, the parts it names, the part that answers): parts of (id, giver, object, receiver)
+    (r"What did (\w+) give to (\w+)\?", (1, 3), 2),
+    (r"Who gave the (\w+)\?", (2,), 1),
+    (r"Who gave the (\w+) to (\w+)\?", (2, 3), 1),
+    (r"Who received the (\w+)\?", (2,), 3),
+    (r"Who did (\w+) give the (\w+) to\?", (1, 2), 3),
+]
+
+
+def test_task5_answers_are_the_latest_give_the_question_matches():
+    lines = generate_lines(5, 60, seed=4)
+    asked = [0] * len(TASK5_QUESTIONS)
+    for q, answer, ids, gives in _replay_gives(lines):
+        (k, m), = [(k, m) for k, (pat, _, _) in enumerate(TASK5_QUESTIONS) if (m := re.fullmatch(pat, q))]
+        _, names, asks = TASK5_QUESTIONS[k]
+        matching = [g for g in gives if tuple(g[i] for i in names) == m.groups()]
+        assert matching, q
+        assert ids == [matching[-1][0]], (q, ids, matching)  # the latest give it matches
+        assert answer == matching[-1][asks]
+        asked[k] += 1
+    assert sum(asked) == 60 * 5
+    assert min(asked) > 30 and asked[0] > max(asked[1:])  # every form; "what" the commonest, as in the real files
+
+
+def test_task5_parses_with_one_recent_supporting_give_and_facts_in_order(tmp_path):
+    path = write_task(tmp_path / "qa5_g_train.txt", 5, 40, seed=6)
+    samples = parse_babi(path)
+    assert len(samples) == 40 * 5 and {len(s.supporting) for s in samples} == {1}
+    statements = {}
+    for line in path.read_text().splitlines():
+        line_id, text = line.split(" ", 1)
+        if line_id == "1":
+            story = statements[len(statements)] = []
+        if "\t" not in text:
+            story.append(text)
+    for prev, s in zip([None, *samples], samples):
+        # the memories are the story's statements so far, in the file's order
+        assert list(s.memories) == statements[s.story][:len(s.memories)], s.source
+        if prev is not None and prev.story == s.story:
+            assert len(s.memories) > len(prev.memories)
+        fact = s.memories[s.supporting[0]]
+        assert set(tokenize(fact)) & set(GIVES) and s.answer.lower() in tokenize(fact), s.source
+        assert len(s.memories) - 1 - s.supporting[0] < RECENT_WINDOW, s.source
+    people = set(re.findall(r"\b[A-Z][a-z]+\b", path.read_text())) - {"What", "Who", "The"}
+    assert people == set(actors_of(5)[:4]) == {"Mary", "Fred", "Bill", "Jeff"}  # the real files' names
+
+
+@pytest.mark.parametrize("task, questions", [(4, 7), (5, 7 * 5)])
+def test_generated_config_writes_tasks_4_and_5(tmp_path, task, questions):
+    config = GeneratedConfig(task=task, train_stories=7, test_stories=3, questions_per_story=5,
+                             statements_per_question=2, num_actors=4, num_places=6, num_objects=3,
+                             distractor_density=0.0)
+    config.validate()
+    train, test = write_splits(config, seed=1, folder=tmp_path)
+    assert train.name == f"qa{task}_generated_train.txt" and len(parse_babi(train)) == questions
+    assert len({s.story for s in parse_babi(test)}) == 3

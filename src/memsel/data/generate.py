@@ -1,4 +1,4 @@
-"""Seeded generators of bAbI tasks 1, 2 and 3 (one, two, three supporting facts), in the real format.
+"""Seeded generators of bAbI tasks 1 to 5, in the real format.
 
 Task 1: people move between places; "Where is Mary?" needs Mary's most recent move.
 Task 2: people also get and drop objects; "Where is the football?" needs the last thing done with
@@ -6,17 +6,27 @@ the football and the move that put its carrier where it is (two facts).
 Task 3: "Where was the football before the kitchen?" needs the last thing done with the football
 and the two moves of its carrier that took it to the place before the kitchen and then into the
 kitchen (three facts).
+Task 4: "The office is north of the kitchen. The garden is south of the kitchen. What is north of the
+kitchen?": places on a line, each statement relates two neighbours, one question per story about
+one statement (two-argument relations).
+Task 5: people also give objects to each other; "Who gave the football?", "What did Fred give to
+Bill?", "Who received the milk?" etc. need the latest give that the question matches, one fact
+(three-argument relations).
 
 The rules follow what the real files show (see ``memsel data inspect``): statements come in blocks
 of ``statements_per_question`` (2 in bAbI) and after each block a question is asked if one can be;
 in tasks 2 and 3 only about an object whose newest supporting fact is among the last
 ``RECENT_WINDOW`` statements (as in every real question of those tasks), and with probability
 ``QUESTION_PROB[task]``, tuned so that story lengths come out close to the real ones. Supporting
-ids are written in the real files' order (object event first), not ascending.
+ids are written in the real files' order (object event first), not ascending. Task 5 asks, the same
+way, about the story's newest give while it is among the last ``RECENT_WINDOW`` statements (as 98%
+of the real questions do; the newest give is the latest one every question about it matches). Task
+4 writes one question per story, after ``statements_per_question`` relations, as the real files do.
 
 Distractors: with ``distractor_density`` = p, each statement is, with probability p, a move of a
 bystander (a person who is never asked about and never touches an object) instead of a statement
-of the story. Generated files go through the same parser as the real ones.
+of the story (task 4: a relation between two bystander places, ``BYSTANDERS`` places after the
+story's, which no question names). Generated files go through the same parser as the real ones.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from memsel.data.babi import read_splits
 from memsel.data.sample import DATASETS, DatasetSplits
@@ -39,30 +49,54 @@ OBJECTS = ("football", "apple", "milk", "book", "key", "box", "bag", "hat")
 VERBS = ("moved to", "went to", "journeyed to", "travelled to", "went back to")
 GET_VERBS = ("got", "grabbed", "took", "picked up")
 DROP_VERBS = ("dropped", "left", "discarded", "put down")
+GIVE_VERBS = ("gave", "handed", "passed")
+OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
+"""Task 4's relations, each with its converse."""
+TASK_ACTORS = {5: ("Mary", "Fred", "Bill", "Jeff", "John", "Daniel", "Sandra", "Julie", "Emily", "Greg")}
+"""Tasks whose real files use other names than ``ACTORS``' first ones: the same names, reordered."""
 
-TASKS = (1, 2, 3)
+TASKS = (1, 2, 3, 4, 5)
 BYSTANDERS = 2
-"""People who only ever move, used for distractor statements (names after the actors')."""
+"""People who only ever move, used for distractor statements (names after the actors'); task 4: places."""
 RECENT_WINDOW = 5
-"""Tasks 2 and 3: a question's newest supporting fact is among this many latest statements."""
+"""Tasks 2, 3 and 5: a question's newest supporting fact is among this many latest statements."""
 DROP_PROB = 0.6
 """Tasks 2 and 3: chance that a person who holds something drops it (the real files: about half)."""
 GET_PROB = (0.45, 0.05)
 """Tasks 2 and 3: chance that a person (holding nothing, holding something) gets an object."""
-QUESTION_PROB = {2: 0.6, 3: 0.9}
-"""Tasks 2 and 3: chance to ask, after a block, when a question can be asked."""
-THERE_PROB = {2: (1.0, 0.2), 3: (0.2, 0.2)}
-"""Tasks 2 and 3: chance that a (get, drop) statement ends in "there", as in the real files."""
+QUESTION_PROB = {2: 0.6, 3: 0.9, 5: 1.0}
+"""Tasks 2, 3 and 5: chance to ask, after a block, when a question can be asked."""
+THERE_PROB = {2: (1.0, 0.2), 3: (0.2, 0.2), 5: (1.0, 0.17)}
+"""Tasks 2, 3 and 5: chance that a (get, drop) statement ends in "there", as in the real files."""
+GIVE_PROB = 0.7
+"""Task 5: chance that a person who holds something gives it to someone where they are (if anyone is)."""
+GIVE_DROP_PROB = 0.5
+"""Task 5: chance that a person who holds something and does not give it drops it."""
+GIVE_GET_PROB = (0.5, 0.1)
+"""Task 5: chance that a person (holding nothing, holding something) gets an object lying there.
+With RECEIVER_NEXT, these make story lengths, the share of each kind of statement (about 55% moves,
+17% gets, 16% gives, 10% drops) and questions' support ages come out close to the real files'."""
+RECEIVER_NEXT = 0.6
+"""Task 5: chance that the person who was just given something acts next (the real files: 0.65)."""
+OUTER_SUBJECT_PROB = 0.65
+"""Task 4: chance that a relation's subject is the place farther from the middle of the story's line
+("The office is north of the kitchen. The garden is south of the kitchen.": the real files' 0.65)."""
 MAX_BLOCKS_PER_QUESTION = 500
 """A story that cannot ask its next question within this many blocks is refused (bad knobs)."""
 
 
-def _check_knobs(task: int, num_actors: int, num_places: int, num_objects: int, distractor_density: float) -> None:
+def _check_knobs(task: int, num_actors: int, num_places: int, num_objects: int, distractor_density: float,
+                 statements_per_question: int = 2) -> None:
     if task not in TASKS:
         raise ValueError(f"the generator writes tasks {list(TASKS)}; asked for task {task}")
+    if task == 4:
+        _check_relation_knobs(num_places, distractor_density, statements_per_question)
+        return
     bystanders = BYSTANDERS if distractor_density > 0 else 0
-    if num_actors < 1 or num_places < 2:
-        raise ValueError(f"the generator needs at least 1 actor and 2 places; asked for {num_actors} and {num_places}")
+    least = 2 if task == 5 else 1  # a give needs someone to give to
+    if num_actors < least or num_places < 2:
+        raise ValueError(f"the generator needs at least {least} actor{'s' if least > 1 else ''} and 2 places "
+                         f"for task {task}; asked for {num_actors} and {num_places}")
     if num_actors + bystanders > len(ACTORS) or num_places > len(PLACES):
         raise ValueError(f"the generator knows {len(ACTORS)} actors (distractors use {BYSTANDERS} of them) and "
                          f"{len(PLACES)} places; asked for {num_actors} actors"
@@ -74,31 +108,54 @@ def _check_knobs(task: int, num_actors: int, num_places: int, num_objects: int, 
         raise ValueError(f"distractor_density must be in [0, 1), got {distractor_density}")
 
 
+def _check_relation_knobs(num_places: int, distractor_density: float, statements_per_question: int) -> None:
+    if not 0.0 <= distractor_density < 1.0:
+        raise ValueError(f"distractor_density must be in [0, 1), got {distractor_density}")
+    bystanders = BYSTANDERS if distractor_density > 0 else 0
+    if statements_per_question < 1 or num_places < statements_per_question + 1:
+        raise ValueError(f"task 4 puts {statements_per_question} relations on a line of as many places + 1; "
+                         f"asked for {num_places} places (and at least 1 relation)")
+    if num_places + bystanders > len(PLACES):
+        raise ValueError(f"the generator knows {len(PLACES)} places (task 4's distractors use {BYSTANDERS} of "
+                         f"them); asked for {num_places} places{f' + {bystanders} bystanders' if bystanders else ''}")
+
+
 def generate_lines(task: int, stories: int, seed: int, *, questions_per_story: int = 5,
                    statements_per_question: int = 2, num_actors: int = 4, num_places: int = 6,
                    num_objects: int = 3, distractor_density: float = 0.0) -> list[str]:
-    """Lines (without newlines) of a generated bAbI file for ``task`` 1, 2 or 3.
+    """Lines (without newlines) of a generated bAbI file for ``task`` 1 to 5.
 
     ``statements_per_question``: task 1 puts exactly this many statements between two questions;
-    tasks 2 and 3 write statements in blocks of this size until a question can be asked (and is).
-    ``num_objects`` is used by tasks 2 and 3 only.
+    tasks 2, 3 and 5 write statements in blocks of this size until a question can be asked (and is);
+    task 4 writes this many relations, then its story's only question (``questions_per_story`` and
+    ``num_actors`` are not used). ``num_objects`` is used by tasks 2, 3 and 5 only.
     """
-    _check_knobs(task, num_actors, num_places, num_objects, distractor_density)
+    _check_knobs(task, num_actors, num_places, num_objects, distractor_density, statements_per_question)
     if task == 1:
         return generate_task1_lines(stories, seed, questions_per_story=questions_per_story,
                                     statements_per_question=statements_per_question, num_actors=num_actors,
                                     num_places=num_places, distractor_density=distractor_density)
+    if task == 4:
+        return generate_task4_lines(stories, seed, statements_per_question=statements_per_question,
+                                    num_places=num_places, distractor_density=distractor_density)
     rng = random.Random(seed)
+    actors = actors_of(task)
+    story = _GiveStory if task == 5 else _ObjectStory
     lines: list[str] = []
     for _ in range(stories):
-        lines.extend(_ObjectStory(rng, task, ACTORS[:num_actors], PLACES[:num_places], OBJECTS[:num_objects],
-                                  _bystanders(num_actors, distractor_density), distractor_density)
+        lines.extend(story(rng, task, actors[:num_actors], PLACES[:num_places], OBJECTS[:num_objects],
+                           _bystanders(num_actors, distractor_density, actors), distractor_density)
                      .write(questions_per_story, statements_per_question))
     return lines
 
 
-def _bystanders(num_actors: int, distractor_density: float) -> tuple[str, ...]:
-    return ACTORS[num_actors:num_actors + BYSTANDERS] if distractor_density > 0 else ()
+def actors_of(task: int) -> tuple[str, ...]:
+    """The names task ``task`` draws its people from, in order (its first ``num_actors``, then bystanders)."""
+    return TASK_ACTORS.get(task, ACTORS)
+
+
+def _bystanders(num_actors: int, distractor_density: float, actors: tuple[str, ...] = ACTORS) -> tuple[str, ...]:
+    return actors[num_actors:num_actors + BYSTANDERS] if distractor_density > 0 else ()
 
 
 def generate_task1_lines(stories: int, seed: int, questions_per_story: int = 5,
@@ -137,6 +194,67 @@ def generate_task1_lines(stories: int, seed: int, questions_per_story: int = 5,
             line_id += 1
             lines.append(f"{line_id} Where is {actor}? \t{place}\t{support}")
             asked += 1
+    return lines
+
+
+def generate_task4_lines(stories: int, seed: int, statements_per_question: int = 2, num_places: int = 6,
+                         distractor_density: float = 0.0) -> list[str]:
+    """Lines of a task-4 file (without newlines): per story, ``statements_per_question`` relations
+    between neighbours on a line of places, then one question about one of them."""
+    _check_relation_knobs(num_places, distractor_density, statements_per_question)
+    rng = random.Random(seed)
+    places = PLACES[:num_places]
+    bystanders = PLACES[num_places:num_places + BYSTANDERS] if distractor_density > 0 else ()
+    lines: list[str] = []
+    for _ in range(stories):
+        lines.extend(_relation_story(rng, places, statements_per_question, bystanders, distractor_density))
+    return lines
+
+
+def _relation(subject: str, relation: str, obj: str) -> str:
+    return f"The {subject} is {relation} of the {obj}."
+
+
+def _line_relations(rng: random.Random, places: tuple[str, ...], n: int) -> list[tuple[str, str, str]]:
+    """``n`` (subject, relation, object) facts between neighbours on a line of n + 1 of ``places``, shuffled."""
+    line = rng.sample(places, n + 1)
+    far = rng.choice(sorted(OPPOSITE))  # line[i] lies `far` of line[i + 1]
+    middle = n // 2
+    facts = []
+    for i in range(n):
+        # Which of the two lies farther from the middle of the line (never a tie on a line).
+        first_outer = abs(i - middle) > abs(i + 1 - middle)
+        if first_outer == (rng.random() < OUTER_SUBJECT_PROB):
+            facts.append((line[i], far, line[i + 1]))
+        else:
+            facts.append((line[i + 1], OPPOSITE[far], line[i]))
+    rng.shuffle(facts)
+    return facts
+
+
+def _relation_story(rng: random.Random, places: tuple[str, ...], n: int, bystanders: tuple[str, ...],
+                    density: float) -> list[str]:
+    """One task-4 story: its relations (and distractors), then a question whose answer is the subject
+    of one relation, asked as "What is R of the O?" or, conversely, "What is the O R' of?"."""
+    facts = _line_relations(rng, places, n)
+    # Distractors restate one fact about the two bystander places, either way round: never a contradiction.
+    aside = (*bystanders, rng.choice(sorted(OPPOSITE))) if bystanders else None
+    lines: list[str] = []
+    ids: list[int] = []
+    while len(ids) < n:
+        if aside and rng.random() < density:
+            a, b, rel = aside
+            text = _relation(a, rel, b) if rng.random() < 0.5 else _relation(b, OPPOSITE[rel], a)
+        else:
+            text = _relation(*facts[len(ids)])
+            ids.append(len(lines) + 1)
+        lines.append(f"{len(lines) + 1} {text}")
+    k = rng.randrange(n)
+    subject, relation, obj = facts[k]
+    question = (f"What is {relation} of the {obj}?" if rng.random() < 0.5
+                else f"What is the {obj} {OPPOSITE[relation]} of?")
+    # No space before the tab in the real task-4 files (tasks 1-3 and 5 have one).
+    lines.append(f"{len(lines) + 1} {question}\t{subject}\t{ids[k]}")
     return lines
 
 
@@ -195,28 +313,37 @@ class _ObjectStory:
         if actor not in self.where:  # "got the apple there" needs a "there" first
             self._move(actor)
             return
-        here, move = self.where[actor]
         held = self.holding[actor]
-        get_there, drop_there = THERE_PROB[self.task]
         if held and rng.random() < DROP_PROB:
-            o = rng.choice(held)
-            t = self.things[o]
-            there = " there" if rng.random() < drop_there else ""
-            t.event = self._emit(f"{actor} {rng.choice(DROP_VERBS)} the {o}{there}.")
-            t.holder = None
-            held.remove(o)
+            self._drop(actor)
             return
+        if not self._get(actor, GET_PROB[1 if held else 0]):
+            self._move(actor)
+
+    def _drop(self, actor: str) -> None:
+        rng, held = self.rng, self.holding[actor]
+        o = rng.choice(held)
+        t = self.things[o]
+        there = " there" if rng.random() < THERE_PROB[self.task][1] else ""
+        t.event = self._emit(f"{actor} {rng.choice(DROP_VERBS)} the {o}{there}.")
+        t.holder = None
+        held.remove(o)
+
+    def _get(self, actor: str, prob: float) -> bool:
+        """With chance ``prob``, ``actor`` gets an object lying where they are (or never seen yet)."""
+        rng = self.rng
+        here, move = self.where[actor]
         free = [o for o, t in self.things.items() if t.holder is None and t.place in (None, here)]
-        if free and rng.random() < GET_PROB[1 if held else 0]:
-            o = rng.choice(free)
-            t = self.things[o]
-            there = " there" if rng.random() < get_there else ""
-            t.event = self._emit(f"{actor} {rng.choice(GET_VERBS)} the {o}{there}.")
-            t.holder, t.place, t.place_move = actor, here, move
-            t.trail = [(here, move)]
-            held.append(o)
-            return
-        self._move(actor)
+        if not (free and rng.random() < prob):
+            return False
+        o = rng.choice(free)
+        t = self.things[o]
+        there = " there" if rng.random() < THERE_PROB[self.task][0] else ""
+        t.event = self._emit(f"{actor} {rng.choice(GET_VERBS)} the {o}{there}.")
+        t.holder, t.place, t.place_move = actor, here, move
+        t.trail = [(here, move)]
+        self.holding[actor].append(o)
+        return True
 
     def _recent(self, support: tuple[int, ...]) -> bool:
         newest = max(self.statements[s] for s in support)
@@ -263,6 +390,73 @@ class _ObjectStory:
         return self.lines
 
 
+class _Give(NamedTuple):
+    """A give in a task-5 story: its line id and who gave what to whom."""
+
+    line: int
+    giver: str
+    object: str
+    receiver: str
+
+
+GIVE_QUESTIONS = (
+    ("What did {giver} give to {receiver}?", "object"),
+    ("What did {giver} give to {receiver}?", "object"),
+    ("Who gave the {object}?", "giver"),
+    ("Who gave the {object} to {receiver}?", "giver"),
+    ("Who received the {object}?", "receiver"),
+    ("Who did {giver} give the {object} to?", "receiver"),
+)
+"""Task 5: (question about a give, the part of it that answers). "What" is listed twice: a third of
+the real questions ask for the object, the rest split evenly between giver and receiver."""
+
+
+class _GiveStory(_ObjectStory):
+    """One task-5 story: people move, get, drop and give objects; questions about the gives."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gives: list[_Give] = []
+        self.receiver: str | None = None  # who was just given something: likely to act next
+
+    def _statement(self) -> None:
+        rng = self.rng
+        if self.bystanders and rng.random() < self.density:
+            self._move(rng.choice(self.bystanders))
+            return
+        follow, self.receiver = self.receiver, None
+        actor = follow if follow and rng.random() < RECEIVER_NEXT else rng.choice(self.actors)
+        if actor not in self.where:  # "got the apple there" needs a "there" first
+            self._move(actor)
+            return
+        held = self.holding[actor]
+        here = self.where[actor][0]
+        # Someone at the same place, or not placed yet (then placed there by the give, as in the real files).
+        receivers = [a for a in self.actors if a != actor and self.where.get(a, (here, 0))[0] == here]
+        if held and receivers and rng.random() < GIVE_PROB:
+            self._give(actor, rng.choice(held), rng.choice(receivers))
+        elif held and rng.random() < GIVE_DROP_PROB:
+            self._drop(actor)
+        elif not self._get(actor, GIVE_GET_PROB[1 if held else 0]):
+            self._move(actor)
+
+    def _give(self, giver: str, o: str, receiver: str) -> None:
+        line = self._emit(f"{giver} {self.rng.choice(GIVE_VERBS)} the {o} to {receiver}.")
+        self.holding[giver].remove(o)
+        self.holding[receiver].append(o)
+        self.things[o].holder, self.things[o].event = receiver, line
+        self.where.setdefault(receiver, self.where[giver])
+        self.gives.append(_Give(line, giver, o, receiver))
+        self.receiver = receiver
+
+    def _questions(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        """Questions about the newest give, if it is recent (as nearly every real question is)."""
+        if not (self.gives and self._recent((self.gives[-1].line,))):
+            return []
+        give = self.gives[-1]
+        return [(text.format(**give._asdict()), getattr(give, asks), (give.line,)) for text, asks in GIVE_QUESTIONS]
+
+
 def write_task(path: str | Path, task: int, stories: int, seed: int, **knobs) -> Path:
     """Write a generated file; written to a temporary name first so no half file is left."""
     path = Path(path)
@@ -299,6 +493,13 @@ class GeneratedConfig:
               self.distractor_density)
         check(self.task in TASKS, f"{p}.task", f"one of {list(TASKS)} when {p}.path is empty (the generated tasks)",
               self.task)
+        if self.task == 4:  # relations between neighbours on a line of places
+            check(self.num_places > self.statements_per_question, f"{p}.num_places",
+                  f"more than {p}.statements_per_question ({self.statements_per_question}) with task 4",
+                  self.num_places)
+        if self.task == 5:
+            check(self.num_actors >= 2, f"{p}.num_actors", "an integer >= 2 with task 5 (a give needs two people)",
+                  self.num_actors)
 
 
 def write_splits(config: GeneratedConfig, seed: int, folder: Path) -> tuple[Path, Path]:

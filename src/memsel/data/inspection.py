@@ -14,7 +14,12 @@ _TASK = re.compile(r"^qa(\d+)_")
 
 
 def file_stats(samples: list[Sample]) -> dict:
-    """Stories, questions, statements per story, supporting facts per question, vocabulary, ..."""
+    """Stories, questions, statements per story, supporting facts per question, vocabulary, ...
+
+    A question's memory list is measured in memories (``memories_per_question``) and in words
+    (``words_per_question``: word tokens of all its memories together, as memsel.data.babi.tokenize
+    counts them), which is what a reader that sees every memory has to read.
+    """
     per_story: dict[int, int] = {}
     for s in samples:
         per_story[s.story] = max(per_story.get(s.story, 0), len(s.memories))
@@ -23,12 +28,15 @@ def file_stats(samples: list[Sample]) -> dict:
     support = [len(s.supporting) for s in samples]
     # How far back the oldest supporting fact lies (0 = the newest memory): what a budget must reach.
     reach = [len(s.memories) - 1 - min(s.supporting) for s in samples]
+    sizes = {m: len(tokenize(m)) for s in samples for m in s.memories}  # a story's memories recur in its questions
+    words = [sum(sizes[m] for m in s.memories) for s in samples]
     return {
         "stories": len(per_story), "questions": len(samples),
         "statements_per_story": {"min": lengths[0], "median": statistics.median(lengths), "max": lengths[-1]},
         "supporting_per_question": {"min": min(support), "mean": statistics.fmean(support), "max": max(support)},
         "memories_per_question": {"mean": statistics.fmean(len(s.memories) for s in samples),
                                   "max": max(len(s.memories) for s in samples)},
+        "words_per_question": {"mean": statistics.fmean(words), "max": max(words)},
         "oldest_support_age": {"mean": statistics.fmean(reach), "max": max(reach)},
         "vocabulary": len(vocab),
     }
@@ -49,7 +57,7 @@ def expand(paths: list[str | Path]) -> list[Path]:
 
 
 def inspect_files(paths: list[str | Path], compare_generated: bool = False, seed: int = 0) -> dict[str, dict]:
-    """``{file: stats}``; with ``compare_generated`` each task-1/2/3 file's stats also hold
+    """``{file: stats}``; with ``compare_generated`` each file of a generated task (1 to 5) also holds
     ``generated``: the same statistics of as many generated stories of its task (default knobs)."""
     report: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="memsel-inspect-") as tmp:
@@ -64,17 +72,19 @@ def inspect_files(paths: list[str | Path], compare_generated: bool = False, seed
 
 
 def format_report(report: dict[str, dict]) -> str:
-    """One row per file (and per generated counterpart), fixed-width columns."""
+    """One row per file (and per generated counterpart), fixed-width columns; a question's memory list
+    in memories (mem/q) and in words (words/q), mean/max."""
     head = (f"{'file':<44} {'stories':>7} {'questions':>9} {'stmts/story min/med/max':>23} {'support/q':>9} "
-            f"{'vocab':>6} {'mem/q':>6} {'oldest fact age':>16}")
+            f"{'vocab':>6} {'mem/q mean/max':>14} {'words/q mean/max':>16} {'oldest fact age':>16}")
     lines = [head]
 
     def row(name: str, r: dict) -> str:
-        s, q, m, a = (r["statements_per_story"], r["supporting_per_question"], r["memories_per_question"],
-                      r["oldest_support_age"])
+        s, q, m, w, a = (r["statements_per_story"], r["supporting_per_question"], r["memories_per_question"],
+                         r["words_per_question"], r["oldest_support_age"])
         return (f"{name[:44]:<44} {r['stories']:>7} {r['questions']:>9} "
                 f"{s['min']:>7}/{s['median']:g}/{s['max']:<7} {q['mean']:>9.2f} {r['vocabulary']:>6} "
-                f"{m['mean']:>6.1f} {a['mean']:>7.1f} (max {a['max']:>2})")
+                f"{m['mean']:>8.1f}/{m['max']:<5} {w['mean']:>10.1f}/{w['max']:<5} "
+                f"{a['mean']:>7.1f} (max {a['max']:>2})")
 
     for f, r in report.items():
         lines.append(row(Path(f).name, r))

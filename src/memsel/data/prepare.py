@@ -37,7 +37,7 @@ class PreparedData:
 
 
 def generated_files(cfg: Config, folder: Path) -> tuple[Path, Path]:
-    """Generate train/test files of task ``data.task`` (1, 2 or 3) into ``folder``, deterministic in the seed."""
+    """Generate train/test files of task ``data.task`` (1..5) into ``folder``, deterministic in the seed."""
     config = DATASETS.build_config("generated", cfg.data, None, "data", "dataset_options")
     return write_splits(config, cfg.seed, folder)
 
