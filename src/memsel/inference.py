@@ -134,7 +134,8 @@ class SelectorPredictor:
         keep = list(range(n))
         if n > slots and self.selector.age_embed is not None:
             keep = sorted(sorted(range(n), key=lambda i: (ages[i], -i))[:slots])  # the most recent, in order
-            log.warning("%d memories for a network with %d slots: the %d oldest get probability 0",
+            log.warning("%d memories for a network with %d slots: the %d oldest get probability 0 "
+                        "(a network with selector.age_encoding 'log' scores lists of any length)",
                         n, slots, n - slots)
         where = {i: j for j, i in enumerate(keep)}
         obs = self.observation([memories[i] for i in keep], query, [ages[i] for i in keep],
