@@ -105,3 +105,18 @@ def test_scores_at_length_have_every_method_and_speed(split_and_net):
     assert set(results) == {"random", "most_recent", "recency_prior", "bm25", "memsel"}
     assert results["memsel"]["memories_per_second"] > 0
     assert 0 <= results["random"]["selection_accuracy"] < 0.05  # 2 facts among 90 memories
+
+
+def test_answers_at_length_are_read_as_memsel_evaluate_reads_them(split_and_net):
+    from memsel.evaluate import answer_accuracy as plain_answer_accuracy
+    from memsel.haystack_eval import answer_accuracy
+    from memsel.reader import AnswerReader
+
+    built, split, net, vocab = split_and_net
+    data = encode(built, vocab, net.spec)
+    torch.manual_seed(1)
+    reader = AnswerReader(net.spec, 16, 2, candidates=sorted(set(data.answer.tolist())))
+    chosen = selector_choices(net, vocab, split, hops=0)
+    chosen[::3] = np.where(data.support[::3].any(1, keepdims=True), data.support[::3].argmax(1)[:, None], -1)
+    ours = answer_accuracy(reader, vocab, split, chosen)
+    assert ours == plain_answer_accuracy(reader, data, chosen)

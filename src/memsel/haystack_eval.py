@@ -32,7 +32,7 @@ from memsel.network import Selector
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Split", "bm25_choices", "embed_texts", "haystack_split", "recency_choices", "selector_choices",
+__all__ = ["Split", "answer_accuracy", "bm25_choices", "embed_texts", "haystack_split", "recency_choices", "selector_choices",
            "score_methods"]
 
 
@@ -177,15 +177,36 @@ def bm25_choices(split: Split, hops: np.ndarray) -> np.ndarray:
     return chosen
 
 
+@torch.inference_mode()
+def answer_accuracy(reader, vocab: Vocab, split: Split, chosen: np.ndarray) -> float:
+    """Fraction of questions the answer reader (memsel.reader) answers right from the memories ``chosen`` (S, H)."""
+    length = reader.spec.max_sentence_len
+    s_count, h = chosen.shape
+    memories = torch.zeros(s_count, h, length, dtype=torch.long)
+    for i, row in enumerate(chosen):
+        t, first, _ = split.windows[i]
+        live = [c for c in row if c >= 0]
+        if live:
+            memories[i, :len(live)] = _ids(vocab, [split.texts[split.rows[t][first + c]] for c in live], length)
+    reads = torch.from_numpy(np.where(chosen >= 0, np.arange(h)[None, :], -1))
+    query = _ids(vocab, [s.query for s in split.samples], length)
+    said = reader.answer(memories, query, reads).numpy()
+    answers = np.array([(vocab.encode(s.answer) or [1])[0] for s in split.samples])
+    return float((said == answers).mean())
+
+
 def score_methods(split: Split, hops: int, selectors: dict[str, Selector], vocab: Vocab,
-                  bm25: bool = True) -> dict[str, dict]:
+                  bm25: bool = True, reader=None) -> dict[str, dict]:
     """{method: metrics} of the baselines, BM25 and each selector on ``split`` (memsel.evaluate's metrics,
-    with ``seconds`` and, for selectors, ``memories_per_second``: memories scored per wall second)."""
+    with ``seconds`` and, for selectors, ``memories_per_second``: memories scored per wall second; with an
+    answer ``reader``, every method but random also has ``answer_accuracy``)."""
     view = split.scoring_view()
     n_hops = question_hops(hops, view.n_support)
     results = {"random": random_scores(view, n_hops)}
     for name, chosen in recency_choices(split, n_hops).items():
         results[name] = score_choices(view, chosen, n_hops)
+        if reader is not None:
+            results[name]["answer_accuracy"] = answer_accuracy(reader, vocab, split, chosen)
     timed = {}
     if bm25:
         t = time.perf_counter()
@@ -197,6 +218,8 @@ def score_methods(split: Split, hops: int, selectors: dict[str, Selector], vocab
     for name, (chosen, seconds) in timed.items():
         results[name] = {**score_choices(view, chosen, n_hops), "seconds": seconds,
                          "memories_per_second": memories / max(seconds, 1e-9)}
+        if reader is not None:
+            results[name]["answer_accuracy"] = answer_accuracy(reader, vocab, split, chosen)
     return results
 
 

@@ -178,12 +178,17 @@ def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True) -> dict:
     vocab = Vocab.load(run.vocab)
     selectors = {name: Selector.load(run.selector(folder)) for name, folder in SELECTOR_FOLDERS
                  if run.selector(folder).is_file()}
+    reader = None
+    if run.reader.is_file():
+        from memsel.reader import AnswerReader
+
+        reader = AnswerReader.load(run.reader)
     results = {}
     for length in lengths:
         t = time.perf_counter()
         samples, timelines, summary = build_haystack(raw.test, length, background, f"{cfg.seed}:test")
         split = haystack_split(samples, timelines)
-        scores = score_methods(split, cfg.env.hops, selectors, vocab, bm25)
+        scores = score_methods(split, cfg.env.hops, selectors, vocab, bm25, reader)
         words = float(np.mean([sum(len(m.split()) for m in s.memories) for s in samples])) if not length \
             else summary.words_per_question
         results[str(length)] = {"results": scores, "words_per_question": words,
