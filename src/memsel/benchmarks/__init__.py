@@ -8,6 +8,7 @@ noisy).
 
 BENCHMARKS = {
     "env": "environment steps per second at several memory budgets, next to one PPO iteration",
+    "haystack": "memories/s of the haystack evaluation at 16k memories per question, next to a matrix-vector floor",
     "selector": "selector latency, memories/s and peak memory per family, next to a matrix-vector floor",
     "tune": "Ray Tune's cost per trial on one node and the speedup of a second node (real local clusters)",
 }
