@@ -34,7 +34,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from memsel.config import Config, PretrainConfig, SelectorConfig
 from memsel.data.encode import DataSpec, EncodedSamples, question_hops
@@ -63,6 +63,19 @@ class SampleDataset(Dataset):
         return {k: v[i] for k, v in self.t.items()}
 
 
+SLOT_KEYS = ("memories", "mask", "ages", "support", "support_rank")
+"""The per-slot fields of a batch, padded to the longest list of the batch by :func:`collate_trimmed`."""
+
+
+def collate_trimmed(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack ``rows`` and cut the slot dimension to the batch's longest list (memories come first in their
+    slots, padding after), not the data set's: padding never changes a result, so this only saves work."""
+    batch = default_collate(rows)
+    used = batch["mask"].any(0).nonzero()  # (n, 1) slots some row of the batch uses
+    n = int(used.max()) + 1 if len(used) else 1
+    return {k: (v[:, :n] if k in SLOT_KEYS else v) for k, v in batch.items()}
+
+
 class SelectorDataModule(L.LightningDataModule):
     """The train split, shuffled with ``seed``, and the validation split, as batches of :class:`SampleDataset`."""
 
@@ -73,10 +86,11 @@ class SelectorDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(SampleDataset(self.train), batch_size=self.batch_size, shuffle=True, generator=g)
+        return DataLoader(SampleDataset(self.train), batch_size=self.batch_size, shuffle=True, generator=g,
+                          collate_fn=collate_trimmed)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(SampleDataset(self.val), batch_size=256)
+        return DataLoader(SampleDataset(self.val), batch_size=256, collate_fn=collate_trimmed)
 
 
 def content_words(data: EncodedSamples, max_share: float = 0.4) -> list[int]:
