@@ -12,6 +12,7 @@ Each length's results are kept in experiments/results/haystack/task<N>_len<L>_se
 memsel report reads); ``--report-only`` writes the table and plot into docs/RESULTS.md's haystack section.
 
     python experiments/haystack.py --data ../shared/babi/tasks_1-20_v1-2/en --tasks 1 2 3 --seeds 0 1 2
+    python experiments/haystack.py --experiment haystack_weak --data ... --tasks 1 2 3 --seeds 0
     python experiments/haystack.py --report-only
 """
 
@@ -27,8 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "experiments" / "results" / "haystack"
-CONFIG = ROOT / "configs" / "experiments" / "haystack.yaml"
+EXPERIMENTS = {"haystack": "selection_accuracy", "haystack_weak": "answer_accuracy"}
+"""Experiment (configs/experiments/<name>.yaml) -> the metric its table reports."""
 LENGTHS = (0, 1000, 4000, 16000)
 METHODS = (("ppo", "memsel (PPO + distillation)"), ("pretrained", "memsel (pretrained alone)"),
            ("bm25", "BM25 (bm25s), h-th best at hop h"), ("recency_prior", "recency prior"),
@@ -38,22 +39,33 @@ TARGET = {1: 99.0, 2: 97.0, 3: 95.0}
 MARK = "<!-- haystack -->"
 
 
-def commands(data: str, task: int, seed: int, run_dir: Path, lengths: tuple[int, ...]) -> list[list[str]]:
+def results_dir(name: str) -> Path:
+    return ROOT / "experiments" / "results" / name
+
+
+def config_path(name: str) -> Path:
+    return ROOT / "configs" / "experiments" / f"{name}.yaml"
+
+
+def commands(name: str, data: str, task: int, seed: int, run_dir: Path, lengths: tuple[int, ...]) -> list[list[str]]:
     memsel = str(Path(sys.executable).parent / "memsel")
-    common = ["--data", data, "--task", str(task), "--config", str(CONFIG), "--seed", str(seed),
+    common = ["--data", data, "--task", str(task), "--config", str(config_path(name)), "--seed", str(seed),
               "--run-dir", str(run_dir), "--json"]
     return [[memsel, "pipeline", *common],
             [memsel, "evaluate", *common, "--lengths", ",".join(str(n) for n in lengths)]]
 
 
-def run_one(data: str, task: int, seed: int, run_root: Path, lengths: tuple[int, ...], force: bool) -> None:
-    done = [RESULTS / f"task{task}_len{n}_seed{seed}.json" for n in lengths]
+def run_one(name: str, data: str, task: int, seed: int, run_root: Path, lengths: tuple[int, ...],
+            force: bool) -> None:
+    out = results_dir(name)
+    done = [out / f"task{task}_len{n}_seed{seed}.json" for n in lengths]
     if all(p.is_file() for p in done) and not force:
         print(f"[task {task} seed {seed}] saved already", flush=True)
         return
+    run_root = run_root / name
     run_dir = run_root / f"task{task}" / f"seed{seed}"
     outputs, walls = [], []
-    for cmd in commands(data, task, seed, run_dir, lengths):
+    for cmd in commands(name, data, task, seed, run_dir, lengths):
         print(f"[task {task} seed {seed}] {' '.join(cmd)}", flush=True)
         t = time.perf_counter()
         log = run_root / f"task{task}_seed{seed}_{cmd[1]}.log"
@@ -66,26 +78,26 @@ def run_one(data: str, task: int, seed: int, run_root: Path, lengths: tuple[int,
             return
         outputs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     pipeline, by_length = outputs
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     for n in lengths:
-        record = {"task": task, "length": n, "seed": seed, **by_length[str(n)],
-                  "train_length": _train_length(), "pipeline_wall_s": walls[0], "evaluate_wall_s": walls[1],
+        record = {"experiment": name, "task": task, "length": n, "seed": seed, **by_length[str(n)],
+                  "train_length": _train_length(name), "pipeline_wall_s": walls[0], "evaluate_wall_s": walls[1],
                   "plain_evaluation": {k: v for k, v in pipeline.items() if k != "timings"},
-                  "commands": [" ".join(c[1:]) for c in commands("DATA", task, seed, Path("RUN"), lengths)]}
-        (RESULTS / f"task{task}_len{n}_seed{seed}.json").write_text(json.dumps(record, indent=1) + "\n")
+                  "commands": [" ".join(c[1:]) for c in commands(name, "DATA", task, seed, Path("RUN"), lengths)]}
+        (out / f"task{task}_len{n}_seed{seed}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"[task {task} seed {seed}] done in {sum(walls):.0f} s", flush=True)
 
 
-def _train_length() -> int:
+def _train_length(name: str) -> int:
     import yaml
 
-    return int(yaml.safe_load(CONFIG.read_text())["data"]["haystack"])
+    return int(yaml.safe_load(config_path(name).read_text())["data"]["haystack"])
 
 
-def load() -> dict[tuple[int, int], dict[int, dict]]:
+def load(name: str) -> dict[tuple[int, int], dict[int, dict]]:
     """{(task, length): {seed: record}}."""
     out: dict[tuple[int, int], dict[int, dict]] = {}
-    for p in sorted(RESULTS.glob("task*_len*_seed*.json")):
+    for p in sorted(results_dir(name).glob("task*_len*_seed*.json")):
         r = json.loads(p.read_text())
         out.setdefault((r["task"], r["length"]), {})[r["seed"]] = r
     return out
@@ -98,19 +110,19 @@ def cell(records: dict[int, dict], method: str, key: str = "selection_accuracy")
     return f"{statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]"
 
 
-def table(runs: dict[tuple[int, int], dict[int, dict]]) -> list[str]:
+def table(runs: dict[tuple[int, int], dict[int, dict]], metric: str) -> list[str]:
     lines = ["| task | memories | words / question | seeds | " + " | ".join(label for _, label in METHODS)
              + " | memsel memories/s |", "|" + "---|" * (len(METHODS) + 5)]
     for (task, length), records in sorted(runs.items()):
         words = statistics.median(r["words_per_question"] for r in records.values())
         speed = [r["results"]["ppo"]["memories_per_second"] for r in records.values() if "ppo" in r["results"]]
         lines.append(f"| {task} | {length:,} | {words:,.0f} | {','.join(str(s) for s in sorted(records))} | "
-                     + " | ".join(cell(records, m) for m, _ in METHODS)
+                     + " | ".join(cell(records, m, metric) for m, _ in METHODS)
                      + (f" | {statistics.median(speed):,.0f} |" if speed else " | - |"))
     return lines
 
 
-def plot(runs: dict[tuple[int, int], dict[int, dict]], path: Path) -> Path:
+def plot(runs: dict[tuple[int, int], dict[int, dict]], path: Path, metric: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,7 +134,7 @@ def plot(runs: dict[tuple[int, int], dict[int, dict]], path: Path) -> Path:
         lengths = sorted(n for t, n in runs if t == task)
         x = range(len(lengths))
         for method, label in METHODS:
-            ys = [statistics.median([100 * r["results"][method]["selection_accuracy"]
+            ys = [statistics.median([100 * r["results"][method].get(metric, float("nan"))
                                      for r in runs[(task, n)].values() if method in r["results"]] or [float("nan")])
                   for n in lengths]
             ax.plot(x, ys, marker="o", label=label)
@@ -130,7 +142,7 @@ def plot(runs: dict[tuple[int, int], dict[int, dict]], path: Path) -> Path:
         ax.set_title(f"task {task}")
         ax.set_xlabel("memories per question")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("selection accuracy (%), median of seeds")
+    axes[0][0].set_ylabel(f"{metric.replace('_', ' ')} (%), median of seeds")
     axes[0][-1].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -139,13 +151,18 @@ def plot(runs: dict[tuple[int, int], dict[int, dict]], path: Path) -> Path:
 
 
 def write_report(path: Path = ROOT / "docs" / "RESULTS.md") -> None:
-    runs = load()
-    if not runs:
-        print("no haystack results saved yet")
-        return
-    png = plot(runs, ROOT / "docs" / "haystack.png")
-    section = [MARK, (ROOT / "experiments" / "HAYSTACK-header.md").read_text().rstrip(), "", *table(runs), "",
-               f"![selection accuracy against list length]({png.name})", MARK]
+    """The haystack section of docs/RESULTS.md (between two MARK lines): per experiment, its table and plot."""
+    section = [MARK, (ROOT / "experiments" / "HAYSTACK-header.md").read_text().rstrip()]
+    for name, metric in EXPERIMENTS.items():
+        runs = load(name)
+        if not runs:
+            continue
+        png = plot(runs, ROOT / "docs" / f"{name}.png", metric)
+        title = "strong supervision, selection accuracy" if name == "haystack" else "weak supervision, answer accuracy"
+        section += ["", f"### `{name}.yaml`: {title} (%)", "", *table(runs, metric), "",
+                    f"![{metric} against list length]({png.name})"]
+        print(f"{name}: {len(runs)} (task, length) cells, {png}")
+    section.append(MARK)
     text = path.read_text()
     if MARK in text:
         head, _, rest = text.partition(MARK)
@@ -154,12 +171,13 @@ def write_report(path: Path = ROOT / "docs" / "RESULTS.md") -> None:
     else:
         text = text.rstrip() + "\n\n" + "\n".join(section) + "\n"
     path.write_text(text)
-    print(f"wrote {path} and {png}")
+    print(f"wrote {path}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="the bAbI en folder")
+    ap.add_argument("--experiment", choices=list(EXPERIMENTS), default="haystack")
     ap.add_argument("--tasks", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))
@@ -172,7 +190,7 @@ def main() -> int:
             ap.error("--data is needed (or --report-only)")
         for seed in args.seeds:
             for task in args.tasks:
-                run_one(args.data, task, seed, Path(args.run_root), tuple(args.lengths), args.force)
+                run_one(args.experiment, args.data, task, seed, Path(args.run_root), tuple(args.lengths), args.force)
     write_report()
     return 0
 

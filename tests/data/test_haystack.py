@@ -136,3 +136,13 @@ def test_a_run_with_a_haystack_has_its_words_in_the_vocabulary(tmp_path, backgro
 def test_the_shared_novels_give_about_ten_thousand_sentences():
     bg = read_background(SHARED, max_words=20)
     assert len(bg.files) == 2 and 9000 <= len(bg.sentences) <= 20000
+
+
+@pytest.mark.parametrize("task", [1, 3, 4, 5])
+def test_every_generated_task_goes_into_a_haystack(tmp_path, background, task):
+    samples = parse_babi(write_task(tmp_path / f"qa{task}_train.txt", task, 4, seed=0))
+    length = max(len(s.memories) for s in samples) + 20
+    built, _, _ = build_haystack(samples, length, background, seed=0)
+    assert all(len(s.memories) == length for s in built)
+    assert all([n.memories[i] for i in n.supporting] == [o.memories[i] for i in o.supporting]
+               for n, o in zip(built, samples))
