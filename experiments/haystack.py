@@ -65,7 +65,10 @@ def run_one(name: str, data: str, task: int, seed: int, run_root: Path, lengths:
     run_root = run_root / name
     run_dir = run_root / f"task{task}" / f"seed{seed}"
     outputs, walls = [], []
+    bm25 = _saved_bm25(out, task, lengths)  # the test haystack is the same for every seed: BM25's choices too
     for cmd in commands(name, data, task, seed, run_dir, lengths):
+        if bm25 and cmd[1] == "evaluate":
+            cmd.append("--no-bm25")
         print(f"[task {task} seed {seed}] {' '.join(cmd)}", flush=True)
         t = time.perf_counter()
         log = run_root / f"task{task}_seed{seed}_{cmd[1]}.log"
@@ -78,6 +81,8 @@ def run_one(name: str, data: str, task: int, seed: int, run_root: Path, lengths:
             return
         outputs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     pipeline, by_length = outputs
+    for n, (from_seed, scores) in bm25.items():
+        by_length[str(n)]["results"]["bm25"] = {**scores, "from_seed": from_seed}
     out.mkdir(parents=True, exist_ok=True)
     for n in lengths:
         record = {"experiment": name, "task": task, "length": n, "seed": seed, **by_length[str(n)],
@@ -86,6 +91,19 @@ def run_one(name: str, data: str, task: int, seed: int, run_root: Path, lengths:
                   "commands": [" ".join(c[1:]) for c in commands(name, "DATA", task, seed, Path("RUN"), lengths)]}
         (out / f"task{task}_len{n}_seed{seed}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"[task {task} seed {seed}] done in {sum(walls):.0f} s", flush=True)
+
+
+def _saved_bm25(out: Path, task: int, lengths: tuple[int, ...]) -> dict[int, tuple[int, dict]]:
+    """{length: (seed, BM25's scores)} from a saved run of ``task`` at every length (else {}): BM25 does not
+    learn and the test haystack does not depend on the seed (memsel.data.prepare.TEST_HAYSTACK_SEED)."""
+    found = {}
+    for n in lengths:
+        for p in sorted(out.glob(f"task{task}_len{n}_seed*.json")):
+            r = json.loads(p.read_text())
+            if "bm25" in r["results"] and "from_seed" not in r["results"]["bm25"]:
+                found[n] = (r["seed"], r["results"]["bm25"])
+                break
+    return found if len(found) == len(lengths) else {}
 
 
 def _train_length(name: str) -> int:

@@ -168,6 +168,7 @@ def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True) -> dict:
     memories (memsel.haystack_eval); writes ``haystack.json`` and ``haystack.txt`` in the run directory."""
     from memsel.data.encode import Vocab
     from memsel.data.haystack import build_haystack, read_background
+    from memsel.data.prepare import TEST_HAYSTACK_SEED
     from memsel.data.sample import DATASETS
     from memsel.haystack_eval import format_lengths, haystack_split, score_methods
     from memsel.network import Selector
@@ -186,7 +187,7 @@ def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True) -> dict:
     results = {}
     for length in lengths:
         t = time.perf_counter()
-        samples, timelines, summary = build_haystack(raw.test, length, background, f"{cfg.seed}:test")
+        samples, timelines, summary = build_haystack(raw.test, length, background, TEST_HAYSTACK_SEED)
         split = haystack_split(samples, timelines)
         scores = score_methods(split, cfg.env.hops, selectors, vocab, bm25, reader)
         words = float(np.mean([sum(len(m.split()) for m in s.memories) for s in samples])) if not length \

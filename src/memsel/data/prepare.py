@@ -88,6 +88,11 @@ def check_same_data(cfg: Config, sources: dict) -> None:
                          "and shapes would not fit. Use another --run-dir (or --name).")
 
 
+TEST_HAYSTACK_SEED = "0:test"
+"""The test split's haystack is the same whatever the run's seed (as the test file is), so that seeds differ
+only in training, and baselines that do not learn (BM25, recency) score the same for every seed."""
+
+
 def in_haystack(cfg: Config, train: list[Sample], test: list[Sample], sources: dict
                 ) -> tuple[list[Sample], list[Sample], dict]:
     """The splits hidden in a haystack of ``data.haystack`` memories (unchanged when it is 0); the sources
@@ -98,7 +103,7 @@ def in_haystack(cfg: Config, train: list[Sample], test: list[Sample], sources: d
     background = read_background(d.haystack_background, d.haystack_max_words)
     train, _, summary = build_haystack(train, d.haystack, background, f"{cfg.seed}:train")
     log.info("haystack (train): %s", summary.describe())
-    test, _, summary = build_haystack(test, d.haystack, background, f"{cfg.seed}:test")
+    test, _, summary = build_haystack(test, d.haystack, background, TEST_HAYSTACK_SEED)
     log.info("haystack (test): %s", summary.describe())
     return train, test, {**sources, **haystack_sources(cfg, background)}
 
@@ -125,7 +130,8 @@ def write_haystack_files(cfg: Config, out: Path) -> list[tuple[Path, HaystackSum
     splits = DATASETS.make(d.dataset_name, d, d.dataset_options, "data", "dataset_options", cfg.seed, out)
     written = []
     for name, samples in (("train", splits.train), ("test", splits.test)):
-        built, timelines, summary = build_haystack(samples, d.haystack, background, f"{cfg.seed}:{name}")
+        seed = f"{cfg.seed}:train" if name == "train" else TEST_HAYSTACK_SEED
+        built, timelines, summary = build_haystack(samples, d.haystack, background, seed)
         path = out / f"qa{d.task}_haystack{d.haystack}_{name}.txt"
         write_text_atomic(path, "\n".join(timeline_lines(timelines, built)) + "\n")
         written.append((path, summary))
