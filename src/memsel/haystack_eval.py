@@ -161,6 +161,8 @@ def bm25_choices(split: Split, hops: np.ndarray) -> np.ndarray:
     """(S, H): at hop h the h-th best memory of the question's list by BM25 against the question."""
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG: a line per question otherwise
+
     def tokens(texts: list[str]) -> list[list[str]]:
         return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
 
