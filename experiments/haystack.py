@@ -52,7 +52,7 @@ def commands(name: str, data: str, task: int, seed: int, run_dir: Path, lengths:
     common = ["--data", data, "--task", str(task), "--config", str(config_path(name)), "--seed", str(seed),
               "--run-dir", str(run_dir), "--json"]
     return [[memsel, "pipeline", *common],
-            [memsel, "evaluate", *common, "--lengths", ",".join(str(n) for n in lengths)]]
+            [memsel, "evaluate", *common, "--lengths", ",".join(str(n) for n in lengths), "--selector", "ppo"]]
 
 
 def run_one(name: str, data: str, task: int, seed: int, run_root: Path, lengths: tuple[int, ...],
@@ -69,6 +69,12 @@ def run_one(name: str, data: str, task: int, seed: int, run_root: Path, lengths:
     for cmd in commands(name, data, task, seed, run_dir, lengths):
         if bm25 and cmd[1] == "evaluate":
             cmd.append("--no-bm25")
+        kept = _kept_output(run_dir, cmd[1], lengths)
+        if kept is not None:  # an earlier, interrupted attempt finished this step: nothing is computed twice
+            print(f"[task {task} seed {seed}] {cmd[1]}: kept from {run_dir}", flush=True)
+            outputs.append(kept)
+            walls.append(float("nan"))
+            continue
         print(f"[task {task} seed {seed}] {' '.join(cmd)}", flush=True)
         t = time.perf_counter()
         log = run_root / f"task{task}_seed{seed}_{cmd[1]}.log"
@@ -91,6 +97,17 @@ def run_one(name: str, data: str, task: int, seed: int, run_root: Path, lengths:
                   "commands": [" ".join(c[1:]) for c in commands(name, "DATA", task, seed, Path("RUN"), lengths)]}
         (out / f"task{task}_len{n}_seed{seed}.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"[task {task} seed {seed}] done in {sum(walls):.0f} s", flush=True)
+
+
+def _kept_output(run_dir: Path, step: str, lengths: tuple[int, ...]) -> dict | None:
+    """What ``step`` printed, from the files it left in ``run_dir`` when it finished before (else None)."""
+    path = run_dir / ("results.json" if step == "pipeline" else "haystack.json")
+    if not path.is_file():
+        return None
+    kept = json.loads(path.read_text())
+    if step == "evaluate" and not all(str(n) in kept for n in lengths):
+        return None
+    return kept
 
 
 def _saved_bm25(out: Path, task: int, lengths: tuple[int, ...]) -> dict[int, tuple[int, dict]]:

@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(0 = plain bAbI), e.g. 0,1000,4000,16000: the run's selectors, BM25 and the "
                                 "recency baselines (writes haystack.json / haystack.txt)")
             p.add_argument("--no-bm25", action="store_true", help="with --lengths: skip the BM25 baseline")
+            p.add_argument("--selector", dest="selectors", action="append", metavar="NAME",
+                           help="with --lengths: only this selector of the run (pretrained, ppo, ppo_tuned, ...; "
+                                "repeatable; default all)")
         if name == "tune":
             _add_tune_flags(p)
     return parser
@@ -369,7 +372,7 @@ def _run_stage(args: argparse.Namespace, cfg: Config) -> int:
             if args.command in ("train", "tune"):
                 outcome = pipeline.stage_ppo(cfg, data, sweep=args.command == "tune", mode=tune_mode(args))
             elif getattr(args, "lengths", None):
-                results = pipeline.stage_lengths(cfg, args.lengths, bm25=not args.no_bm25)
+                results = pipeline.stage_lengths(cfg, args.lengths, bm25=not args.no_bm25, only=args.selectors)
             else:
                 results = pipeline.stage_evaluate(cfg, data)
     if getattr(args, "lengths", None):

@@ -163,9 +163,10 @@ def stage_evaluate(cfg: Config, data: PreparedData) -> dict:
     return results
 
 
-def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True) -> dict:
-    """The run's selectors, BM25 and the recency baselines on its test split in haystacks of ``lengths``
-    memories (memsel.haystack_eval); writes ``haystack.json`` and ``haystack.txt`` in the run directory."""
+def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True, only: list[str] | None = None) -> dict:
+    """The run's selectors (those named in ``only``, or all), BM25 and the recency baselines on its test split
+    in haystacks of ``lengths`` memories (memsel.haystack_eval); writes ``haystack.json`` and ``haystack.txt``
+    in the run directory."""
     from memsel.data.encode import Vocab
     from memsel.data.haystack import build_haystack, read_background
     from memsel.data.prepare import TEST_HAYSTACK_SEED
@@ -177,8 +178,14 @@ def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True) -> dict:
     raw = DATASETS.make(d.dataset_name, d, d.dataset_options, "data", "dataset_options", cfg.seed, run.data)
     background = read_background(d.haystack_background, d.haystack_max_words)
     vocab = Vocab.load(run.vocab)
+    known = dict(SELECTOR_FOLDERS)
+    unknown = sorted(set(only or ()) - set(known))
+    if unknown:
+        raise ValueError(f"--selector: {unknown} not among {sorted(known)}")
     selectors = {name: Selector.load(run.selector(folder)) for name, folder in SELECTOR_FOLDERS
-                 if run.selector(folder).is_file()}
+                 if run.selector(folder).is_file() and (not only or name in only)}
+    if only and not selectors:
+        raise FileNotFoundError(f"{cfg.run_path}: none of the selectors {only} is trained in this run")
     reader = None
     if run.reader.is_file():
         from memsel.reader import AnswerReader
