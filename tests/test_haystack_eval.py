@@ -120,3 +120,14 @@ def test_answers_at_length_are_read_as_memsel_evaluate_reads_them(split_and_net)
     chosen[::3] = np.where(data.support[::3].any(1, keepdims=True), data.support[::3].argmax(1)[:, None], -1)
     ours = answer_accuracy(reader, vocab, split, chosen)
     assert ours == plain_answer_accuracy(reader, data, chosen)
+
+
+@pytest.mark.parametrize("lengths", ["abc", "1000,-1", ""])
+def test_bad_lengths_are_refused_before_anything_runs(lengths, capsys, tmp_path):
+    from memsel.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--run-dir", str(tmp_path / "run"), "--lengths", lengths])
+    assert e.value.code == 2
+    assert "--lengths: expected comma-separated integers >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
