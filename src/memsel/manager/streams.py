@@ -266,3 +266,42 @@ def decision_obs(tokens: np.ndarray, held: np.ndarray, t: int) -> dict[str, np.n
     memories = np.where(present[:, None], tokens[np.maximum(cand, 0)], 0)
     ages = np.where(present, t - cand, 0).astype(np.int64)
     return {"memories": memories, "mask": present.astype(np.int8), "query": tokens[t].copy(), "ages": ages}
+
+
+def oracle_decisions(streams: Sequence[Stream], tokens: Sequence[np.ndarray], k: int) -> dict[str, np.ndarray]:
+    """The oracle's decisions on ``streams`` (``tokens`` (T, L) each), as the manager's pretraining batch:
+    memories (D, K+1, L), mask (D, K+1) int8, query (D, L), ages (D, K+1) and ``best`` (D, K+1) bool, every
+    decision Belady's rule allows (ties included). The memory follows the oracle's own choices."""
+    oracle = Oracle()
+    rows: list[dict[str, np.ndarray]] = []
+    for stream, tok in zip(streams, tokens):
+        for held, t, _ in run_policy(stream, k, oracle).decisions:  # the oracle keeps this stream's uses
+            rows.append({**decision_obs(tok, held, t), "best": oracle.candidates(held, t)})
+    length = tokens[0].shape[1] if len(tokens) else 1
+    if not rows:
+        return {"memories": np.zeros((0, k + 1, length), np.int64), "mask": np.zeros((0, k + 1), np.int8),
+                "query": np.zeros((0, length), np.int64), "ages": np.zeros((0, k + 1), np.int64),
+                "best": np.zeros((0, k + 1), bool)}
+    return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
+
+
+def stack_tokens(tokens: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Streams' (T_s, L) token ids as one padded (S, max T, L) array and their lengths (S,)."""
+    counts = np.array([len(t) for t in tokens], dtype=np.int64)
+    length = tokens[0].shape[1] if len(tokens) else 1
+    out = np.zeros((len(tokens), max(int(counts.max(initial=0)), 1), length), dtype=np.int64)
+    for i, t in enumerate(tokens):
+        out[i, :len(t)] = t
+    return out, counts
+
+
+def snapshot_hits(streams: Sequence[Stream], snapshots: np.ndarray) -> tuple[int, int]:
+    """(hits, pairs) from the memory before each arrival, ``snapshots`` (S, T+1, K) statement indices (-1 =
+    empty): a question after t statements sees ``snapshots[s, t]``."""
+    hits = pairs = 0
+    for s, stream in enumerate(streams):
+        for time, facts in zip(stream.times, stream.support):
+            held = set(snapshots[s, time].tolist())
+            hits += sum(f in held for f in facts)
+            pairs += len(facts)
+    return hits, pairs
