@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from memsel.data.encode import DataSpec
 from memsel.files import save_torch_atomic
-from memsel.network import Selector, read_selector_file
+from memsel.network import Selector, masked_fill_min, read_selector_file
 from memsel.selector_configs import SelectorConfig
 
 log = logging.getLogger(__name__)
@@ -110,3 +111,17 @@ def manager_retention(net: Selector, streams: list, tokens: list[np.ndarray], k:
     _, snaps = greedy_rollout(net, memories, counts, k, record=True)
     hits, pairs = snapshot_hits(streams, snaps)
     return hits / pairs if pairs else float("nan")
+
+
+def eviction_loss(logits: torch.Tensor, best: torch.Tensor, mask: torch.Tensor, ages: torch.Tensor,
+                  recency_weight: float, decay: float) -> torch.Tensor:
+    """Mean pretraining loss of ``logits`` (B, K+1): (1 - recency_weight) * the cross-entropy to the oracle's
+    decision, as the negative log of the mass on the decisions Belady's rule allows (``best`` (B, K+1) bool:
+    ties are all right, so the network may put its mass on any of them), plus recency_weight * the
+    cross-entropy to the eviction prior p ~ exp(decay * age) over the candidates ``mask`` (the older, the
+    likelier: the selector's temporal bias turned round, FIFO-like)."""
+    valid = mask > 0
+    logp = F.log_softmax(logits, dim=-1)  # (B, K+1)
+    oracle = -torch.logsumexp(logp.masked_fill(~(best & valid), -1e9), dim=-1)  # (B,)
+    prior = F.softmax(masked_fill_min(decay * ages.to(logits.dtype), valid), dim=-1) * valid
+    return ((1 - recency_weight) * oracle - recency_weight * (prior * logp).sum(-1)).mean()

@@ -42,6 +42,8 @@ class Stream:
     support: tuple[tuple[int, ...], ...]
     source: str = ""
     """Where the story comes from (``file#story``), for messages."""
+    queries: tuple[str, ...] = ()
+    """The questions' text, in the order of ``times`` (for baselines that ask a selector; may be empty)."""
 
     def __len__(self) -> int:
         return len(self.statements)
@@ -74,7 +76,8 @@ def streams_from_samples(samples: Sequence[Sample]) -> list[Stream]:
                 raise ValueError(f"{s.source}: the questions of story {story} do not share their memories' prefix")
         group = sorted(group, key=lambda s: len(s.memories))
         streams.append(Stream(tuple(statements), tuple(len(s.memories) for s in group),
-                              tuple(tuple(s.supporting) for s in group), f"{source}#{story}"))
+                              tuple(tuple(s.supporting) for s in group), f"{source}#{story}",
+                              tuple(s.query for s in group)))
     return streams
 
 
