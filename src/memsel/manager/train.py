@@ -73,8 +73,8 @@ def manager_data(cfg: Config) -> ManagerData:
 
 
 def manager_selector_config(cfg: Config) -> SelectorConfig:
-    """The manager's family: ``manager.kind`` (or selector.kind) with the selector section's sizes."""
-    return cfg.selector.retyped({"kind": cfg.manager.kind}) if cfg.manager.kind else cfg.selector
+    """The manager's network: the family ``manager.kind`` with its default settings."""
+    return SelectorConfig(kind=cfg.manager.kind)
 
 
 def slots(cfg: Config) -> int:
