@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from memsel.config import (Config, ConfigError, DataConfig, EnvConfig, PPOSettings, PretrainConfig,
+from memsel.config import (Config, ConfigError, DataConfig, EnvConfig, ManagerConfig, PPOSettings, PretrainConfig,
                            SelectorConfig, TuneSettings, from_dict, load_config, parse_set)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,8 +234,9 @@ def test_flat_keys():
     assert flat["data.path"] is None
     assert isinstance(flat["tune.search_space"], str)  # logged as JSON, not expanded
     assert not any(k.startswith("tune.search_space.") for k in flat)
-    sections = (DataConfig, EnvConfig, SelectorConfig, PretrainConfig, PPOSettings, TuneSettings)
-    top = [f for f in dataclasses.fields(Config) if f.name not in ("data", "env", "selector", "pretrain", "ppo", "tune")]
+    sections = (DataConfig, EnvConfig, SelectorConfig, PretrainConfig, PPOSettings, TuneSettings, ManagerConfig)
+    top = [f for f in dataclasses.fields(Config)
+           if f.name not in ("data", "env", "selector", "pretrain", "ppo", "tune", "manager")]
     assert len(top) == 8 and isinstance(flat["plugins"], str)  # name ... device, plugins (a list, as JSON)
     assert len(flat) == sum(len(dataclasses.fields(c)) for c in sections) + len(top)
 
@@ -262,7 +263,7 @@ def test_env_defaults_keep_the_single_hop_all_memories_environment():
     (["env.budget_strategy=sample", "env.memory_budget=-3"], "env.memory_budget", ">= 1"),
     (["env.memory_budget=-1"], "env.memory_budget", "0 with budget_strategy 'all'"),
     (["env.memory_budget=16"], "env.memory_budget", "'truncate' or 'sample'"),  # a K that 'all' would ignore
-    (["env.budget_strategy=newest"], "env.budget_strategy", "['all', 'truncate', 'sample']"),
+    (["env.budget_strategy=newest"], "env.budget_strategy", "['all', 'truncate', 'sample', 'managed']"),
     (["env.reward_mode=bleu"], "env.reward_mode", "['supporting', 'answer']"),
     (["env.reward_timing=sometimes"], "env.reward_timing", "['per_hop', 'final']"),
     (["env.sample_weighting=zipf"], "env.sample_weighting", "['uniform', 'recency']"),

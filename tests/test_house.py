@@ -28,7 +28,9 @@ def test_no_function_is_longer_than_60_lines():
 
 
 @pytest.mark.parametrize("module", ["memsel.config", "memsel.network", "memsel.families", "memsel.losses",
-                                    "memsel.data.budget", "memsel.env"])
+                                    "memsel.data.budget", "memsel.env",
+                                    "memsel.manager.streams", "memsel.manager.network", "memsel.manager.budget",
+                                    "memsel.manager.env"])
 def test_pure_modules_import_no_framework(module):
     """Networks, losses, data and the environment know nothing of Lightning, Ray or MLflow."""
     code = (f"import {module}, sys; "

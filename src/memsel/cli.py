@@ -133,6 +133,49 @@ def _add_select_command(sub: argparse._SubParsersAction) -> None:
 
 
 
+def _add_manager_command(sub: argparse._SubParsersAction) -> None:
+    """``memsel manager train | evaluate``."""
+    text = ("the memory manager (K slots: which statement to evict when one arrives): train = Lightning on "
+            "Belady's decisions, then PPO; both print retention of FIFO, LIFO, random, LRU, the oracle and the managers")
+    man = sub.add_parser("manager", help=text, description=text)
+    msub = man.add_subparsers(dest="manager_command", required=True, metavar="ACTION")
+    for name, what, split in (("train", "train the run's manager, then print the table", "val"),
+                              ("evaluate", "print the table for the run's managers", "test")):
+        p = msub.add_parser(name, help=what, description=what)
+        _common(p)
+        p.add_argument("--split", choices=("train", "val", "test"), default=split,
+                       help=f"stories the table is measured on (default {split}; choose settings on val)")
+        p.add_argument("--selector", metavar="FILE", help="selector whose attention drives the LRU baseline "
+                                                         "(default: the run's pretrain/selector.pt when present)")
+        p.add_argument("--json", action="store_true", help="print only one JSON object {method: {metric: value}}")
+
+
+def _manager(args: argparse.Namespace) -> int:
+    """``memsel manager train | evaluate`` on the run directory."""
+    from memsel.lifecycle import guarded
+    from memsel.manager import train as mt
+
+    cfg = _config(args)
+    k = mt.slots(cfg)  # refuses a missing K before anything runs
+    selector = Path(args.selector) if args.selector else cfg.layout.pretrained_selector
+    if args.selector and not selector.is_file():
+        raise FileNotFoundError(f"{selector}: no such selector file (--selector)")
+    if args.manager_command == "evaluate" and not any(p.is_file() for p in mt.manager_files(cfg).values()):
+        raise FileNotFoundError(f"{cfg.run_path / 'manager'}: no trained manager; run `memsel manager train` first")
+    with guarded(cfg.run_path, cfg.resolved_tracking_uri), stdout_to_stderr(args.json):
+        data = mt.manager_data(cfg)
+        if args.manager_command == "train":
+            from memsel.tracking import lightning_logger
+
+            mt.train_manager(cfg, data, logger=lightning_logger(cfg, "manager"))
+        results = mt.evaluate_managers(cfg, data, args.split, mt.manager_files(cfg), selector)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print(mt.format_manager_table(results, f"memory retention, K = {k}, {args.split} split ({cfg.run_path})"))
+    return 0
+
+
 def _add_tune_flags(p: argparse.ArgumentParser) -> None:
     """``memsel tune --resume | --fresh`` and ``--json``."""
     again = p.add_mutually_exclusive_group()
@@ -162,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_commands(sub)
     _add_select_command(sub)
     _add_jobs_commands(sub)
+    _add_manager_command(sub)
     for name, text in (
         ("pretrain", "supervised pretraining with Lightning (temporal prior + supporting-fact labels)"),
         ("train", "PPO fine-tuning in RLlib, distilling toward the pretrained selector (one Tune trial)"),
@@ -330,6 +374,8 @@ def run(argv: list[str] | None = None) -> int:
             print(json.dumps(records))
         return 0
 
+    if args.command == "manager":
+        return _manager(args)
     if args.command in ("submit", "jobs"):
         from memsel.jobs import run_jobs_command
 
@@ -358,7 +404,11 @@ def _run_stage(args: argparse.Namespace, cfg: Config) -> int:
     from memsel import pipeline
     from memsel.data.prepare import prepare_data
 
+    from memsel.manager.budget import with_run_manager
+
     as_json = bool(getattr(args, "json", False))
+    if args.command != "pipeline":  # the pipeline trains the run's manager first when it has none
+        cfg = with_run_manager(cfg)
     with stdout_to_stderr(as_json):
         pipeline.save_run_config(cfg)
         if args.command == "pipeline":

@@ -21,6 +21,7 @@ import yaml
 
 import memsel.data.babi  # noqa: F401  (registers the datasets 'babi' ...)
 import memsel.data.generate  # noqa: F401  (... and 'generated')
+import memsel.manager.budget  # noqa: F401  (registers the budget strategy 'managed')
 from memsel.data.budget import check_budget
 from memsel.data.sample import DATASETS
 from memsel.env import READERS, REWARD_MODES, REWARD_TIMINGS
@@ -30,7 +31,7 @@ from memsel.registry import check as _check
 from memsel.selector_configs import FAMILIES, SelectorConfig
 from memsel.tune_configs import SCHEDULERS, SEARCH_ALGS
 
-__all__ = ["Config", "ConfigError", "DataConfig", "EnvConfig", "FAMILIES", "PPOSettings", "PretrainConfig",
+__all__ = ["Config", "ConfigError", "DataConfig", "EnvConfig", "FAMILIES", "ManagerConfig", "PPOSettings", "PretrainConfig",
            "SelectorConfig", "TuneSettings", "from_dict", "load_config", "parse_set", "with_overrides"]
 
 
@@ -111,7 +112,8 @@ class EnvConfig:
     """K, memory slots a question may see; 0 = no budget (only with budget_strategy 'all')."""
     budget_strategy: str = "all"
     """A strategy of memsel.data.budget.STRATEGIES: all: every memory, padded to data.max_memories;
-    truncate: the K most recent; sample: K drawn per episode."""
+    truncate: the K most recent; sample: K drawn per episode; managed: the K a trained memory manager kept
+    (budget_options {manager: FILE}; without one the pipeline trains the run's manager first)."""
     sample_weighting: str = "uniform"
     """budget_strategy 'sample': draw memories uniformly or by recency weight exp(-sample_decay * age)."""
     sample_decay: float = 0.1
@@ -203,6 +205,49 @@ class PretrainConfig:
             _check(getattr(self, hint) == 0 or (self.target == "recency" and self.answer_weight > 0), f"{p}.{hint}",
                    "0 unless weak supervision is on (pretrain.target 'recency' and pretrain.answer_weight > 0)",
                    getattr(self, hint))
+
+
+@dataclass
+class ManagerConfig:
+    """The memory manager (memsel.manager): which statement a memory of K slots evicts when one arrives.
+
+    Trained by `memsel manager train` and, with env.budget_strategy 'managed' and no manager file, by the
+    pipeline before the selector: Lightning on Belady's decisions, then PPO (the ppo section's settings)."""
+
+    slots: int = 0
+    """K, the memory slots it manages; 0 = env.memory_budget (which it must equal with budget_strategy 'managed')."""
+    kind: str = "ff"
+    """Selector family scoring its K+1 candidates (memsel.selector_configs.FAMILIES), with that family's default
+    sizes and softmax attention (independent of the selector section; ff beat the strong experiments' mha with
+    stick-breaking on qa2's validation stories, K = 8)."""
+    max_epochs: int = 20
+    """Pretraining passes over the oracle's decisions on the train split."""
+    batch_size: int = 128
+    """Decisions per pretraining optimiser step."""
+    lr: float = 3e-3
+    """Pretraining Adam learning rate."""
+    recency_weight: float = 0.1
+    """Weight of the eviction prior in the pretraining target (1 - it goes to the oracle's choices)."""
+    recency_decay: float = 0.2
+    """Rate of the eviction prior p(evict) ~ exp(recency_decay * age): the older, the likelier (FIFO-like)."""
+    ppo_iterations: int = 10
+    """PPO iterations after pretraining (with distillation toward the pretrained manager); 0 = none."""
+    lru_top: int = 1
+    """LRU baseline: a memory counts as used at a question when the selector ranks it among its top this many."""
+
+    def validate(self, p: str = "manager") -> None:
+        _check(self.slots >= 0, f"{p}.slots", "an integer >= 0 (0 = env.memory_budget)", self.slots)
+        FAMILIES.check(self.kind, f"{p}.kind")
+        for name in ("max_epochs", "batch_size", "lru_top"):
+            _check(getattr(self, name) >= 1, f"{p}.{name}", "an integer >= 1", getattr(self, name))
+        _check(self.lr > 0, f"{p}.lr", "a number > 0", self.lr)
+        _check(0.0 <= self.recency_weight <= 1.0, f"{p}.recency_weight", "a number in [0, 1]", self.recency_weight)
+        _check(self.recency_decay >= 0, f"{p}.recency_decay", "a number >= 0", self.recency_decay)
+        _check(self.ppo_iterations >= 0, f"{p}.ppo_iterations", "an integer >= 0 (0 = no PPO)", self.ppo_iterations)
+
+    def resolved_slots(self, env: "EnvConfig") -> int:
+        """K: ``slots``, or env.memory_budget when it is 0."""
+        return self.slots or env.memory_budget
 
 
 @dataclass
@@ -508,6 +553,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     ppo: PPOSettings = field(default_factory=PPOSettings)
     tune: TuneSettings = field(default_factory=TuneSettings)
+    manager: ManagerConfig = field(default_factory=ManagerConfig)
 
     def validate(self) -> "Config":
         _check(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'", self.name)
@@ -519,6 +565,11 @@ class Config:
         self.pretrain.validate()
         self.ppo.validate()
         self.tune.validate()
+        self.manager.validate()
+        if self.env.budget_strategy == "managed":
+            _check(self.manager.slots in (0, self.env.memory_budget), "manager.slots",
+                   f"0 or env.memory_budget ({self.env.memory_budget}) with budget_strategy 'managed'",
+                   self.manager.slots)
         self._check_search_values()
         return self
 

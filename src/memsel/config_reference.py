@@ -21,7 +21,7 @@ from memsel.env import READERS
 from memsel.selector_configs import FAMILIES, SelectorConfig
 from memsel.tune_configs import SCHEDULERS, SEARCH_ALGS
 
-SECTIONS = ("data", "env", "selector", "pretrain", "ppo", "tune")
+SECTIONS = ("data", "env", "selector", "pretrain", "ppo", "tune", "manager")
 COMPONENTS = (("selector.kind", FAMILIES, "selector: {kind: NAME, FIELD: ...} (flat keys)"),
               ("env.budget_strategy", STRATEGIES, "env.budget_options: {FIELD: ...}"),
               ("data.dataset", DATASETS, "data.dataset_options: {FIELD: ...}"),

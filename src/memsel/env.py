@@ -209,7 +209,8 @@ class MemorySelectionEnv(gym.Env):
             self._support = v.support[i]
         else:
             d = self.data
-            idx = select_slots(d.mask[i:i + 1], d.ages[i:i + 1], self.budget, self.np_random)[0]  # (k,)
+            idx = select_slots(d.mask[i:i + 1], d.ages[i:i + 1], self.budget, self.np_random,
+                               d.memories[i:i + 1])[0]  # (k,)
             # -1 (padding) only occurs when the row has fewer memories than slots; then the slot
             # just past its memories is a padding slot (zeros, masked): point there, no copies.
             idx[idx < 0] = min(int(d.mask[i].sum()), d.mask.shape[1] - 1)

@@ -208,13 +208,36 @@ def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True, only: list
     return results
 
 
+def stage_manager(cfg: Config) -> Config:
+    """With ``env.budget_strategy: managed`` and no manager file: train the run's memory manager (Lightning on
+    the oracle's decisions, then PPO; memsel.manager.train) and return ``cfg`` pointing at it; otherwise
+    ``cfg`` with the run's manager filled in where none is named (memsel.manager.budget.with_run_manager)."""
+    from memsel.manager.budget import with_run_manager
+
+    if cfg.env.budget_strategy != "managed" or (cfg.env.budget_options or {}).get("manager"):
+        return cfg
+    from memsel.manager.train import train_manager
+    from memsel.tracking import lightning_logger
+
+    log.info("[0/4] training the memory manager (K = %d): Lightning on the oracle's decisions, then PPO",
+             cfg.env.memory_budget)
+    train_manager(cfg, logger=lightning_logger(cfg, "manager"))
+    cfg = with_run_manager(cfg)
+    save_run_config(cfg)
+    return cfg
+
+
 def run_pipeline(cfg: Config) -> dict:
-    """Data -> pretrain -> PPO with distillation (and the ``ppo.compare`` runs) -> ASHA sweep
-    (unless ``tune.num_samples`` is 0) -> evaluate; returns the results."""
+    """Data -> (the memory manager, for budget_strategy 'managed') -> pretrain -> PPO with distillation (and
+    the ``ppo.compare`` runs) -> ASHA sweep (unless ``tune.num_samples`` is 0) -> evaluate; returns the results."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     data = prepare_data(cfg)
     timings["data"] = time.perf_counter() - t0
+    if cfg.env.budget_strategy == "managed":
+        t = time.perf_counter()
+        cfg = stage_manager(cfg)
+        timings["manager"] = time.perf_counter() - t
     t = time.perf_counter()
     log.info("[1/4] pretraining the selector with Lightning")
     stage_pretrain(cfg, data)

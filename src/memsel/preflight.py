@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+from pathlib import Path
 
 from memsel.config import Config, ConfigError
 
@@ -210,6 +211,13 @@ def check_prerequisites(cfg: Config, stage: str) -> None:
                               f"pretraining trains; expected a number > 0, got {cfg.pretrain.answer_weight}")
     if stage == "evaluate":
         check_trained_run(cfg)
+    if cfg.env.budget_strategy == "managed" and stage != "pipeline":
+        from memsel.manager.budget import with_run_manager
+
+        manager = Path(with_run_manager(cfg).env.budget_options["manager"])
+        if not manager.is_file():
+            raise FileNotFoundError(f"{manager}: env.budget_strategy 'managed' needs a trained memory manager; run "
+                                    f"`memsel manager train --run-dir {run}` (or `memsel pipeline`) first")
 
 
 def check_trained_run(cfg: Config) -> None:

@@ -39,6 +39,9 @@ class BudgetStrategy:
     """False for a strategy without a budget ('all'): K must be 0 and the data passes unchanged."""
     fixed: ClassVar[bool] = True
     """True when a row's slots are the same every time (the environment then chooses them once)."""
+    needs_tokens: ClassVar[bool] = False
+    """True for a strategy that reads the memories' token ids: its ``select`` is then also given
+    ``memories=`` (S, N, L). Strategies without it keep the four-argument ``select``."""
 
     def __init__(self, config: Any = None):
         self.config = config
@@ -198,13 +201,17 @@ class _EnvKeys:
 
 
 def select_slots(mask: np.ndarray, ages: np.ndarray, budget: Budget,
-                 rng: np.random.Generator | None = None) -> np.ndarray:
+                 rng: np.random.Generator | None = None, memories: np.ndarray | None = None) -> np.ndarray:
     """(S, K') slot indices into the N slots of each row, story order, -1 = padding; K' = budget.slots(N).
 
     ``mask`` (S, N) bool marks memories (a prefix of each row); ``ages`` (S, N) their ages.
-    ``rng`` is needed for 'sample' (one draw per row, in row order).
+    ``rng`` is needed for 'sample' (one draw per row, in row order); ``memories`` (S, N, L) token ids
+    for a strategy that reads them (``needs_tokens``, e.g. 'managed').
     """
-    return budget.rule.select(mask, ages, budget.slots(mask.shape[1]), rng)
+    k = budget.slots(mask.shape[1])
+    if budget.rule.needs_tokens:
+        return budget.rule.select(mask, ages, k, rng, memories=memories)
+    return budget.rule.select(mask, ages, k, rng)
 
 
 def gather(data: EncodedSamples, idx: np.ndarray) -> EncodedSamples:
@@ -231,7 +238,7 @@ def apply_budget(data: EncodedSamples, budget: Budget, rng: np.random.Generator 
         return data
     if isinstance(rng, (int, np.integer)):
         rng = np.random.default_rng(int(rng))
-    return gather(data, select_slots(data.mask, data.ages, budget, rng))
+    return gather(data, select_slots(data.mask, data.ages, budget, rng, data.memories))
 
 
 def support_outside(data: EncodedSamples) -> dict[str, int]:
