@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(0 = plain bAbI), e.g. 0,1000,4000,16000: the run's selectors, BM25 and the "
                                 "recency baselines (writes haystack.json / haystack.txt)")
             p.add_argument("--no-bm25", action="store_true", help="with --lengths: skip the BM25 baseline")
+            p.add_argument("--split", choices=("test", "val"), default="test",
+                           help="with --lengths: the test split (default) or the run's validation stories, "
+                                "for choices that must not see test scores")
             p.add_argument("--selector", dest="selectors", action="append", metavar="NAME",
                            help="with --lengths: only this selector of the run (pretrained, ppo, ppo_tuned, ...; "
                                 "repeatable; default all)")
@@ -422,7 +425,8 @@ def _run_stage(args: argparse.Namespace, cfg: Config) -> int:
             if args.command in ("train", "tune"):
                 outcome = pipeline.stage_ppo(cfg, data, sweep=args.command == "tune", mode=tune_mode(args))
             elif getattr(args, "lengths", None):
-                results = pipeline.stage_lengths(cfg, args.lengths, bm25=not args.no_bm25, only=args.selectors)
+                results = pipeline.stage_lengths(cfg, args.lengths, bm25=not args.no_bm25, only=args.selectors,
+                                                 split_name=args.split)
             else:
                 results = pipeline.stage_evaluate(cfg, data)
     if getattr(args, "lengths", None):

@@ -163,13 +163,15 @@ def stage_evaluate(cfg: Config, data: PreparedData) -> dict:
     return results
 
 
-def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True, only: list[str] | None = None) -> dict:
+def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True, only: list[str] | None = None,
+                  split_name: str = "test") -> dict:
     """The run's selectors (those named in ``only``, or all), BM25 and the recency baselines on its test split
-    in haystacks of ``lengths`` memories (memsel.haystack_eval); writes ``haystack.json`` and ``haystack.txt``
-    in the run directory."""
+    (or with ``split_name`` 'val' its validation stories) in haystacks of ``lengths`` memories
+    (memsel.haystack_eval); writes ``haystack.json`` and ``haystack.txt`` (``haystack-val.*``) in the run
+    directory."""
     from memsel.data.encode import Vocab
     from memsel.data.haystack import build_haystack, read_background
-    from memsel.data.prepare import TEST_HAYSTACK_SEED
+    from memsel.data.prepare import TEST_HAYSTACK_SEED, split_by_story
     from memsel.data.sample import DATASETS
     from memsel.haystack_eval import format_lengths, haystack_split, score_methods
     from memsel.network import Selector
@@ -191,10 +193,12 @@ def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True, only: list
         from memsel.reader import AnswerReader
 
         reader = AnswerReader.load(run.reader)
+    questions = raw.test if split_name == "test" else split_by_story(raw.train, d.val_fraction, cfg.seed)[1]
     results = {}
     for length in lengths:
         t = time.perf_counter()
-        samples, timelines, summary = build_haystack(raw.test, length, background, TEST_HAYSTACK_SEED)
+        seed = TEST_HAYSTACK_SEED if split_name == "test" else "0:val"
+        samples, timelines, summary = build_haystack(questions, length, background, seed)
         split = haystack_split(samples, timelines)
         scores = score_methods(split, cfg.env.hops, selectors, vocab, bm25, reader)
         words = float(np.mean([sum(len(m.split()) for m in s.memories) for s in samples])) if not length \
@@ -203,8 +207,9 @@ def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True, only: list
                                 "memories_per_question": float(split.lengths.mean()), "questions": len(samples)}
         log.info("length %d: %s (%.0f s)", length, ", ".join(
             f"{k} {100 * v['selection_accuracy']:.1f}%" for k, v in scores.items()), time.perf_counter() - t)
-    write_text_atomic(run.root / "haystack.json", json.dumps(results, indent=2) + "\n")
-    write_text_atomic(run.root / "haystack.txt", format_lengths(results) + "\n")
+    stem = "haystack" if split_name == "test" else f"haystack-{split_name}"
+    write_text_atomic(run.root / f"{stem}.json", json.dumps(results, indent=2) + "\n")
+    write_text_atomic(run.root / f"{stem}.txt", format_lengths(results) + "\n")
     return results
 
 
