@@ -131,3 +131,39 @@ def test_bad_lengths_are_refused_before_anything_runs(lengths, capsys, tmp_path)
     assert e.value.code == 2
     assert "--lengths: expected comma-separated integers >= 0" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_at_lengths_after_a_real_pretraining(tmp_path, capsys):
+    """memsel pretrain (Lightning) on a 40-memory haystack, then evaluate --lengths on test and validation."""
+    import json
+
+    from memsel.cli import main
+
+    book = tmp_path / "book.txt"
+    book.write_text(" ".join(f"The {w} lamp stood by the {v} door all night." for w in ("red", "old", "tall")
+                             for v in ("oak", "iron", "glass", "blue")), encoding="utf-8")
+    common = ["--run-dir", str(tmp_path / "run"), "--seed", "0",
+              "--set", "data.haystack=40", "--set", f"data.haystack_background={str(book)!r}",
+              "--set", "data.train_stories=20", "--set", "data.test_stories=4", "--set", "data.val_fraction=0.2",
+              "--set", "selector.kind=mha", "--set", "selector.embed_dim=16", "--set", "selector.num_heads=2",
+              "--set", "selector.age_encoding=log", "--set", "pretrain.max_epochs=1", "--set", "device=cpu"]
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", *common])
+    assert e.value.code == 0
+    capsys.readouterr()
+    for split, questions in (("test", 20), ("val", 20)):
+        with pytest.raises(SystemExit) as e:
+            main(["evaluate", *common, "--lengths", "0,40,300", "--split", split, "--json"])
+        assert e.value.code == 0
+        out = json.loads(capsys.readouterr().out)
+        assert list(out) == ["0", "40", "300"]
+        for length, entry in out.items():
+            assert entry["questions"] == questions
+            assert set(entry["results"]) == {"random", "most_recent", "recency_prior", "bm25", "pretrained"}
+            if length != "0":
+                assert entry["memories_per_question"] == int(length)
+    assert (tmp_path / "run" / "haystack.json").is_file() and (tmp_path / "run" / "haystack-val.json").is_file()
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", *common, "--lengths", "40", "--selector", "nonesuch"])
+    assert e.value.code == 2 and "--selector: ['nonesuch']" in capsys.readouterr().err
