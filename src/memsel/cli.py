@@ -33,6 +33,7 @@ EPILOG = """examples:
   memsel tune --run-dir runs/exp1 --ray-address auto
   memsel evaluate --run-dir runs/exp1 --json
   memsel select --checkpoint runs/exp1/ppo/selector.pt --query "Where is Mary?" --memories-file story.txt
+  memsel report --run-dir runs/exp1
   memsel bench selector --quick
 """
 
@@ -116,6 +117,38 @@ def _add_select_command(sub: argparse._SubParsersAction) -> None:
 
 
 
+def _add_report_command(sub: argparse._SubParsersAction) -> None:
+    """``memsel report``: an HTML page of a run directory or an MLflow experiment."""
+    rep = sub.add_parser("report", help="an HTML page with learning curves, results, attention heatmaps (and the "
+                                        "haystack table) of a run directory or an MLflow experiment",
+                         description="Read MLflow and the run folders; write one self-contained HTML page "
+                                     "(report.html) with its PNGs (figures/), and log each figure as an artifact "
+                                     "(report/) of the MLflow runs it shows.")
+    src = rep.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", metavar="DIR", help="a run directory (its config.yaml names its MLflow store)")
+    src.add_argument("--experiment", metavar="NAME", help="an MLflow experiment: every memsel run in it, all seeds")
+    rep.add_argument("--out", metavar="DIR", help="output folder (default <run-dir>/report or reports/<experiment>)")
+    rep.add_argument("--tracking-uri", help="MLflow tracking URI (default: the run directory's; for --experiment "
+                                            "$MLFLOW_TRACKING_URI)")
+    rep.add_argument("--haystack", metavar="DIR", default="experiments/results/haystack",
+                     help="the haystack evaluation's result files (default experiments/results/haystack; "
+                          "the section is left out when there are none)")
+    rep.add_argument("--stories", type=int, default=3, metavar="N",
+                     help="test questions shown as attention heatmaps per run folder (default 3)")
+    rep.add_argument("--no-artifacts", action="store_true", help="do not log the figures to MLflow")
+    rep.add_argument("--json", action="store_true", help='print {"page": PATH} as JSON on stdout')
+
+
+def _report(args: argparse.Namespace) -> int:
+    from memsel.reporting.build import report_command
+
+    with stdout_to_stderr(args.json):
+        page = report_command(args.run_dir, args.experiment, args.out, args.tracking_uri, args.haystack,
+                              args.stories, not args.no_artifacts)
+    print(json.dumps({"page": str(page)}) if args.json else f"report: {page}")
+    return 0
+
+
 def _add_tune_flags(p: argparse.ArgumentParser) -> None:
     """``memsel tune --resume | --fresh`` and ``--json``."""
     again = p.add_mutually_exclusive_group()
@@ -144,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub)
     _add_bench_commands(sub)
     _add_select_command(sub)
+    _add_report_command(sub)
     _add_jobs_commands(sub)
     for name, text in (
         ("pretrain", "supervised pretraining with Lightning (temporal prior + supporting-fact labels)"),
@@ -271,6 +305,8 @@ def run(argv: list[str] | None = None) -> int:
         return _download(args)
     if args.command == "select":
         return _select(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "bench":
         import importlib
 
