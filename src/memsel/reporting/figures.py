@@ -64,6 +64,8 @@ def curves(runs: list[RunRecord], names: list[str], path: Path, title: str, xlab
     """One panel per curve in ``names`` that some run has; one line per run, coloured by seed when there are
     several seeds, else by run (thin lines when there are many, as for a big sweep). None when no run has
     any of them."""
+    from matplotlib.ticker import MaxNLocator
+
     names = [n for n in names if any(r.histories.get(n) for r in runs)]
     if not names:
         return None
@@ -81,6 +83,7 @@ def curves(runs: list[RunRecord], names: list[str], path: Path, title: str, xlab
                         lw=1.0 if many else 1.6, alpha=0.75 if many else 0.9, label=_label(r, by_seed))
         ax.set_title(text, fontsize="medium")
         ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ylim:
             ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
@@ -131,6 +134,8 @@ def _finish(fig, axes, spare, runs: list[RunRecord], seed_colours: dict[str, str
 def pbt_schedules(trials: list[RunRecord], path: Path, title: str) -> Path | None:
     """PBT's hyperparameter schedules: per searched field, every trial's value at each iteration (steps
     where PBT copied another trial and perturbed its values show as jumps). None without ``hp/`` metrics."""
+    from matplotlib.ticker import MaxNLocator
+
     keys = sorted({k for r in trials for k in r.histories if k.startswith(HP_PREFIX)})
     if not keys:
         return None
@@ -147,6 +152,7 @@ def pbt_schedules(trials: list[RunRecord], path: Path, title: str) -> Path | Non
         if values and min(values) > 0 and max(values) / min(values) > 10:
             ax.set_yscale("log")
         ax.set_title(key[len(HP_PREFIX):], fontsize="medium")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("training iteration")
         ax.grid(alpha=0.3)
     _finish(fig, axes, spare, trials, {}, title)
