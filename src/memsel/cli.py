@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from memsel.config import Config, ConfigError, load_config
-from memsel import preflight
+from memsel import preflight, progress
 from memsel.jobs import add_jobs_commands as _add_jobs_commands
 
 log = logging.getLogger("memsel")
@@ -171,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train attention networks that select the right memory from a growing list: "
                     "supervised pretraining (Lightning), PPO fine-tuning with distillation (RLlib), "
                     "sweeps (Ray Tune), all tracked in MLflow.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    noise.add_argument("-q", "--quiet", action="store_true",
+                       help="for CI logs: no progress bars, only warnings and errors logged (bars are shown only "
+                            "when stderr is a terminal anyway; logs go to stderr, --json output to stdout)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_data_commands(sub)
@@ -296,9 +300,16 @@ def _finish(cfg: Config, results: dict, as_json: bool, saved: list[str], with_ti
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
+    progress.set_quiet(args.quiet)
+    with progress.log_above_bars():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command ``args`` names."""
     if args.command == "data" and args.data_command == "inspect":
         return _inspect(args)
     if args.command == "data" and args.data_command == "download":
