@@ -1,0 +1,156 @@
+"""``memsel bench pretrain``: Lightning's pretraining throughput against a bare PyTorch loop.
+
+Both sides train the same network (:class:`memsel.pretrain.SelectorLightningModule`, freshly built from the
+same seed for every run) on the same data (generated task-1 stories, as the quickstart's), with the same
+batch size, data loader and optimiser (the module's ``configure_optimizers``: Adam), and the same loss
+(``module.losses``, memsel.losses). Lightning runs ``Trainer.fit`` as memsel configures it (CPU, deterministic,
+no sanity check) minus what is not training: no validation, checkpoints, logger or progress bar; the loss
+and its parts are still logged through ``self.log`` every step, as in memsel. The bare loop is
+``zero_grad; losses; backward; step`` over the same loader, with deterministic algorithms on as well.
+
+Runs alternate (bare, Lightning, Lightning, bare, ...) after one warm-up run of each; ``samples/s`` is
+samples trained / the median wall time of ``fit`` (setup included) or of the loop. ``ratio`` = Lightning's
+samples/s / the bare loop's; the target is at least 0.9.
+
+Top-level imports are standard library only (the CLI builds its parser from this module).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TARGET = 0.9
+"""Lightning should train at least this fraction of the bare loop's samples per second."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``memsel bench pretrain``."""
+    parser.add_argument("--stories", type=int, default=200, help="generated task-1 stories (default 200: ~900 "
+                                                                  "training questions, as the quickstart's)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per timed run (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side, median taken (default 3)")
+    parser.add_argument("--batch-size", type=int, default=0, help="batch size (default: pretrain.batch_size)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a test of the record format")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data and weights (default 0)")
+
+
+def _data(stories: int, seed: int):
+    """Encoded generated task-1 questions and their DataSpec."""
+    from memsel.data.babi import parse_babi
+    from memsel.data.encode import Vocab, encode, spec_for
+    from memsel.data.generate import write_task
+
+    with tempfile.TemporaryDirectory(prefix="memsel-bench-") as tmp:
+        samples = parse_babi(write_task(Path(tmp) / "qa1_bench.txt", 1, stories, seed))
+    vocab = Vocab.build(samples)
+    spec = spec_for(samples, vocab=vocab)
+    return encode(samples, vocab, spec), spec
+
+
+def _module(cfg, train, spec):
+    """A fresh SelectorLightningModule, seeded, as memsel.pretrain builds it."""
+    from dataclasses import asdict
+
+    import lightning as L
+
+    from memsel.pretrain import SelectorLightningModule, content_words
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    return SelectorLightningModule(asdict(cfg.selector), asdict(spec), asdict(cfg.pretrain), hops=cfg.env.hops,
+                                   reader_hops=1, answer_ids=sorted(set(train.answer.tolist())),
+                                   content_ids=content_words(train))
+
+
+def time_lightning(cfg, train, spec, epochs: int) -> float:
+    """Seconds of ``Trainer.fit`` for ``epochs`` epochs (its setup included; the module and loader are built first,
+    as for the bare loop)."""
+    import lightning as L
+
+    from memsel.devices import trainer_kwargs
+    from memsel.pretrain import SelectorDataModule
+
+    module = _module(cfg, train, spec)
+    loader = SelectorDataModule(train, train, batch_size=cfg.pretrain.batch_size, seed=cfg.seed).train_dataloader()
+    with tempfile.TemporaryDirectory(prefix="memsel-bench-") as tmp:
+        trainer = L.Trainer(max_epochs=epochs, **trainer_kwargs("cpu"), logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, deterministic=True,
+                            num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=10, default_root_dir=tmp)
+        start = time.perf_counter()
+        trainer.fit(module, train_dataloaders=loader)
+        return time.perf_counter() - start
+
+
+def time_bare(cfg, train, spec, epochs: int) -> float:
+    """Seconds of the bare loop (same module, loader, optimiser and loss) for ``epochs`` epochs."""
+    import torch
+
+    from memsel.pretrain import SelectorDataModule
+
+    torch.use_deterministic_algorithms(True)  # as Lightning's deterministic=True does
+    module = _module(cfg, train, spec)
+    loader = SelectorDataModule(train, train, batch_size=cfg.pretrain.batch_size, seed=cfg.seed).train_dataloader()
+    start = time.perf_counter()  # from here on as in time_lightning: optimiser, loop
+    opt = module.configure_optimizers()
+    module.train()
+    for _ in range(epochs):
+        for batch in loader:
+            opt.zero_grad(set_to_none=True)
+            loss, _ = module.losses(batch)
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - start
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    """Measure both sides; print a table; return one record."""
+    import torch
+
+    from memsel.config import Config
+
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    quick = bool(args.quick)
+    cfg = Config(seed=args.seed)
+    cfg.pretrain.batch_size = int(args.batch_size) or cfg.pretrain.batch_size
+    train, spec = _data(12 if quick else int(args.stories), args.seed)
+    epochs, repeats = (1, 1) if quick else (max(1, int(args.epochs)), max(1, int(args.repeats)))
+    time_bare(cfg, train, spec, 1)  # warm-ups: first calls, allocator, Lightning's imports
+    time_lightning(cfg, train, spec, 1)
+    bare, lightning = [], []
+    for r in range(repeats):
+        order = (("bare", bare), ("lightning", lightning))
+        for side, out in (order if r % 2 == 0 else order[::-1]):
+            out.append((time_bare if side == "bare" else time_lightning)(cfg, train, spec, epochs))
+        log.info("bench pretrain: repeat %d/%d done", r + 1, repeats)
+    samples = epochs * len(train)
+    rec = {"samples_per_run": samples, "epochs": epochs, "batch_size": cfg.pretrain.batch_size, "repeats": repeats,
+           "torch_threads": torch.get_num_threads(), "bare_s": statistics.median(bare),
+           "lightning_s": statistics.median(lightning), "bare_runs_s": bare, "lightning_runs_s": lightning}
+    rec.update({"bare_samples_per_s": samples / rec["bare_s"], "lightning_samples_per_s": samples / rec["lightning_s"],
+                "ratio": rec["bare_s"] / rec["lightning_s"], "target": TARGET})
+    print(format_table([rec]))
+    return [rec]
+
+
+def format_table(records: list[dict]) -> str:
+    """Both sides' samples/s and the ratio against the target."""
+    lines = []
+    for r in records:
+        lines += [f"{r['samples_per_run']} samples per run ({r['epochs']} epoch(s), batch {r['batch_size']}), "
+                  f"median of {r['repeats']}, {r['torch_threads']} torch thread(s)",
+                  f"{'side':<22} {'samples/s':>10} {'s per run':>10}  runs (s)",
+                  f"{'bare PyTorch loop':<22} {r['bare_samples_per_s']:>10.0f} {r['bare_s']:>10.2f}  "
+                  + ", ".join(f"{x:.2f}" for x in r["bare_runs_s"]),
+                  f"{'Lightning Trainer.fit':<22} {r['lightning_samples_per_s']:>10.0f} {r['lightning_s']:>10.2f}  "
+                  + ", ".join(f"{x:.2f}" for x in r["lightning_runs_s"]),
+                  f"ratio Lightning / bare: {r['ratio']:.2f}  target >= {r['target']}: "
+                  f"{'met' if r['ratio'] >= r['target'] else 'NOT met'}"]
+    return "\n".join(lines)
