@@ -40,7 +40,7 @@ QUICK_ARGS = {
                  "--min-case-seconds", "0.3"],
     "env": ["--budgets", "16,64", "--ppo-iterations", "1", "--env-seconds", "1"],
     "pretrain": ["--epochs", "1", "--repeats", "2"],
-    "ppo": ["--iterations", "2", "--repeats", "2", "--env-seconds", "1"],
+    "ppo": ["--iterations", "2", "--env-seconds", "1"],
     "tune": ["--quick"],
     "haystack": ["--quick"],
 }

@@ -13,8 +13,10 @@ The floor, per iteration of the same size, measured in the same process:
   values, and per minibatch of every epoch the student's forward (logits and features), the value head,
   the teacher's forward, a loss of the same terms (policy-gradient, value, distillation KL), backward and
   an Adam step.
-``floor_steps_per_s`` = steps / (steps x env seconds per step + network seconds); ``ratio`` =
-``ppo_steps_per_s`` / ``floor_steps_per_s``; the target is at least 0.5.
+Each timed PPO iteration is followed at once by the env alone and the network alone, so that both sides
+see the same load on a shared machine; medians over the iterations. ``floor_steps_per_s`` = steps / (steps
+x env seconds per step + network seconds); ``ratio`` = ``ppo_steps_per_s`` / ``floor_steps_per_s``; the
+target is at least 0.5.
 
 Where the rest goes: one more iteration under cProfile (everything runs in this process: no remote env
 runners or learners), its own time split by where the code lives (RLlib's connectors, the rest of RLlib,
@@ -56,10 +58,11 @@ STAGES = (("sampling (env runner)", "rllib/env/single_agent_env_runner.py", "_sa
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``memsel bench ppo``."""
-    parser.add_argument("--iterations", type=int, default=3, help="timed PPO iterations after a warm-up (default 3)")
+    parser.add_argument("--iterations", type=int, default=3,
+                        help="timed PPO iterations after a warm-up, each followed by the floor's parts (default 3)")
     parser.add_argument("--stories", type=int, default=200, help="generated task-1 stories (default 200)")
-    parser.add_argument("--env-seconds", type=float, default=2.0, help="how long to step the env alone (default 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed network-alone iterations, median (default 3)")
+    parser.add_argument("--env-seconds", type=float, default=2.0,
+                        help="seconds of env alone per timed iteration, times two (default 2: 1 s after each)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled iteration")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a test of the record format")
@@ -177,31 +180,38 @@ def profile_iteration(algo) -> dict:
 
 
 def _measure(args: argparse.Namespace, tmp: Path) -> dict:
-    """PPO timed (and profiled), then the floor's two parts, in this process."""
+    """PPO iterations interleaved with the floor's two parts (so that both see the same load on a shared
+    machine), then one profiled iteration; all in this process."""
     from memsel.benchmarks.env import time_env
     from memsel.env import make_env_config
     from memsel.rl import build_ppo_config
 
     cfg, data, spec, npz, teacher = _setup(args, tmp)
+    env_config = make_env_config(cfg.env, data=data, seed=args.seed, vocab_size=spec.vocab_size)
+    env_seconds = 0.2 if args.quick else float(args.env_seconds) / 2
     algo = build_ppo_config(cfg, str(npz), spec, teacher, teacher_return=0.5).build_algo()
+    seconds, steps, env_s, net_s = [], [], [], []
     try:
-        time_ppo(algo, 1)  # warm-up: first forward passes, connector setup
-        seconds, steps = time_ppo(algo, 1 if args.quick else max(1, int(args.iterations)))
+        _, (warm_steps,) = time_ppo(algo, 1)  # warm-ups: first forward passes, connector setup
+        time_network(cfg, data, spec, int(warm_steps))
+        for _ in range(1 if args.quick else max(1, int(args.iterations))):
+            s, n = time_ppo(algo, 1)
+            seconds += s
+            steps += n
+            env_s.append(time_env(env_config, env_seconds, args.seed)[0])
+            net_s.append(time_network(cfg, data, spec, int(n[0])))
         profile = {} if args.no_profile else profile_iteration(algo)
     finally:
         algo.stop()
     ppo_s, ppo_steps = statistics.median(seconds), statistics.median(steps)
-    env_s, _ = time_env(make_env_config(cfg.env, data=data, seed=args.seed, vocab_size=spec.vocab_size),
-                        0.2 if args.quick else float(args.env_seconds), args.seed)
-    time_network(cfg, data, spec, int(ppo_steps))  # warm-up
-    net_s = statistics.median(time_network(cfg, data, spec, int(ppo_steps))
-                              for _ in range(1 if args.quick else max(1, int(args.repeats))))
-    floor_s = ppo_steps * env_s + net_s
+    env, net = statistics.median(env_s), statistics.median(net_s)
+    floor_s = ppo_steps * env + net
     return {"env_steps_per_iteration": ppo_steps, "ppo_s_per_iteration": ppo_s, "ppo_runs_s": seconds,
-            "ppo_steps_per_s": ppo_steps / ppo_s, "env_s_per_step": env_s, "network_s_per_iteration": net_s,
-            "floor_s_per_iteration": floor_s, "floor_steps_per_s": ppo_steps / floor_s, "ratio": floor_s / ppo_s,
-            "target": TARGET, "train_batch_size": cfg.ppo.train_batch_size, "minibatch_size": cfg.ppo.minibatch_size,
-            "num_epochs": cfg.ppo.num_epochs, "num_envs_per_env_runner": cfg.ppo.num_envs_per_env_runner, **profile}
+            "ppo_steps_per_s": ppo_steps / ppo_s, "env_s_per_step": env, "network_s_per_iteration": net,
+            "network_runs_s": net_s, "floor_s_per_iteration": floor_s, "floor_steps_per_s": ppo_steps / floor_s,
+            "ratio": floor_s / ppo_s, "target": TARGET, "train_batch_size": cfg.ppo.train_batch_size,
+            "minibatch_size": cfg.ppo.minibatch_size, "num_epochs": cfg.ppo.num_epochs,
+            "num_envs_per_env_runner": cfg.ppo.num_envs_per_env_runner, **profile}
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -243,12 +253,12 @@ def format_table(records: list[dict]) -> str:
                   f"{'met' if r['ratio'] >= r['target'] else 'NOT met'}"]
         if r.get("profile_s"):
             total = sum(r["profile_s"].values()) or 1.0
-            lines.append(f"profile of one iteration ({r['profiled_wall_s']:.2f} s wall, "
-                         f"{r['profiled_wall_s'] / max(r['ppo_s_per_iteration'], 1e-9):.1f}x under cProfile), own time:")
+            lines.append(f"profile of one more iteration ({r['profiled_wall_s']:.2f} s wall under cProfile; timed "
+                         f"median {r['ppo_s_per_iteration']:.2f} s), own time by where the code lives:")
             lines += [f"  {k:<24} {v:>7.2f} s  {v / total:>5.1%}" for k, v in r["profile_s"].items() if v / total >= 0.005]
         if r.get("stages_s"):
             lines.append("stages of that iteration (cumulative time under cProfile; indented: part of the line above):")
-            lines += [f"  {k:<38} {v:>7.2f} s  {v / r['profiled_wall_s']:>5.1%}" for k, v in r["stages_s"].items()]
+            lines += [f"  {k:<42} {v:>7.2f} s  {v / r['profiled_wall_s']:>5.1%}" for k, v in r["stages_s"].items()]
         if r.get("rllib_timers"):
             lines.append("RLlib's timers (s): " + ", ".join(f"{k} {v:.3g}" for k, v in r["rllib_timers"].items()))
     return "\n".join(lines)

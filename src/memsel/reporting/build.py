@@ -42,8 +42,8 @@ class Section:
 
 def curve_section(col: Collection, folder: Path) -> Section:
     """Learning curves: pretraining, the single PPO runs, every sweep's trials, PBT's schedules."""
-    sec = Section("Learning curves", "Lines are coloured by seed when the runs have several, else by run. PPO curves are per training iteration; "
-                                     "pretraining curves per epoch.")
+    sec = Section("Learning curves", "Lines are coloured by seed when the runs span several seeds, else by run. "
+                                     "PPO curves are per training iteration, pretraining curves per epoch.")
     groups = [("pretrain", col.by_role("pretrain"), list(PRETRAIN_CURVES), "Pretraining (Lightning)", "epoch"),
               ("ppo", col.by_role("ppo"), list(PPO_CURVES), "PPO fine-tuning (RLlib), single runs", "training iteration"),
               ("sweep", col.by_role("trial"), list(PPO_CURVES), "Sweep trials (Ray Tune)", "training iteration")]
