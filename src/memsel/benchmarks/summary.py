@@ -73,9 +73,10 @@ def markdown(info: dict, results: list[dict], command: str) -> str:
              "figure is a ratio of two things measured side by side in that run.", "", _machine(info), "",
              "| benchmark | figure | measured | target | |", "| --- | --- | --- | --- | --- |"]
     for r in results:
+        quick = " (its `--quick` run: start-up dominates)" if "--quick" in r["command"].split() else ""
         for figure, value, target, met in headline(r["name"], r["records"]) or [("(see its table)", "-", "-", None)]:
             verdict = "" if met is None else "met" if met else "**not met**"
-            lines.append(f"| {r['name']} | {figure} | {value} | {target} | {verdict} |")
+            lines.append(f"| {r['name']} | {figure}{quick} | {value} | {target} | {verdict} |")
     for r in results:
         lines += ["", f"**`{r['command']}`** ({r['seconds']:.0f} s)", "", "```", r["table"], "```"]
     return "\n".join(lines)
