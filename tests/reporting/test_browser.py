@@ -42,6 +42,7 @@ def browser_page(tmp_path_factory):
             context.close()  # ends the browser process Playwright started
 
 
+@pytest.mark.slow
 def test_page_loads_cleanly_and_every_image_renders(browser_page, built_report, tmp_path):
     page_file, _ = built_report
     page, problems = browser_page, []

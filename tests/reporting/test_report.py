@@ -41,6 +41,7 @@ def test_no_haystack_folder_means_no_records(tmp_path):
     assert haystack.read_results(tmp_path / "absent") == []
 
 
+@pytest.mark.slow
 def test_page_links_every_figure_and_each_file_exists(built_report):
     page, out = built_report
     text = page.read_text(encoding="utf-8")
@@ -55,6 +56,7 @@ def test_page_links_every_figure_and_each_file_exists(built_report):
     assert "Haystack" in text and "median selection accuracy" in text
 
 
+@pytest.mark.slow
 def test_figures_are_mlflow_artifacts_of_their_runs(built_report, report_run):
     from mlflow.tracking import MlflowClient
 
@@ -71,6 +73,7 @@ def test_figures_are_mlflow_artifacts_of_their_runs(built_report, report_run):
     assert len(listed("evaluate")) == 3
 
 
+@pytest.mark.slow
 def test_experiment_report_without_haystack_or_artifacts(report_run, tmp_path):
     from memsel.reporting.build import report_command
 
@@ -81,6 +84,7 @@ def test_experiment_report_without_haystack_or_artifacts(report_run, tmp_path):
     assert "Haystack" not in text and "curves_sweep.png" in text and "attention_" not in text
 
 
+@pytest.mark.slow
 def test_bad_sources_are_refused(tmp_path, report_run):
     from memsel.reporting.build import report_command
 
