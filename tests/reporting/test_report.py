@@ -98,3 +98,16 @@ def test_bad_sources_are_refused(tmp_path, report_run):
         if os.environ.get("MLFLOW_TRACKING_URI"):
             pytest.skip("MLFLOW_TRACKING_URI is set")
         report_command(None, "memsel", None, None, None)
+
+
+def test_curves_colour_by_seed_when_there_are_several(tmp_path):
+    from memsel.reporting import figures
+    from memsel.reporting.collect import RunRecord
+
+    runs = [RunRecord(f"r{s}{t}", "n", "trial", "tune", str(s), "", f"t{t}",
+                      histories={"return": [(1, 0.1 * t), (2, 0.2 * t)]}) for s in (0, 1) for t in range(5)]
+    assert figures.seed_colors(runs) == {"0": "C0", "1": "C1"}
+    path = figures.curves(runs, ["return", "ppo_kl"], tmp_path / "c.png", "t", "iteration")
+    assert path.is_file() and path.stat().st_size > 5000
+    assert figures.curves(runs, ["ppo_kl"], tmp_path / "none.png", "t", "iteration") is None  # nothing to draw
+    assert figures._label(runs[0], True) == "seed 0 · t0"
