@@ -39,7 +39,7 @@ QUICK_ARGS = {
     "selector": ["--families", "ff,mha", "--sizes", "64,1024,16384", "--batches", "32", "--repeats", "3",
                  "--min-case-seconds", "0.3"],
     "env": ["--budgets", "16,64", "--ppo-iterations", "1", "--env-seconds", "1"],
-    "pretrain": ["--epochs", "2", "--repeats", "3"],
+    "pretrain": ["--epochs", "1", "--repeats", "5"],
     "ppo": ["--iterations", "2", "--env-seconds", "1"],
     "tune": ["--quick"],
     "haystack": ["--quick"],
