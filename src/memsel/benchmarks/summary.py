@@ -49,7 +49,7 @@ def headline(name: str, records: list[dict]) -> list[tuple]:
     if name == "env":
         return _env(records)
     if name == "pretrain":
-        return _ratio("Lightning samples/s / bare PyTorch loop samples/s", records)
+        return _ratio("Lightning samples/s / bare PyTorch loop samples/s (in the epochs)", records)
     if name == "ppo":
         return _ratio("memsel train env steps/s / floor (env alone + network alone)", records)
     if name == "tune":
