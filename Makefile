@@ -7,12 +7,13 @@ TORCH  := torch==2.13.0
 CONFIG ?= configs/quickstart.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast clean help
+.PHONY: install browser run test test-fast clean help
 
 help:
 	@echo "make run        set up .venv and run the quickstart pipeline ($(CONFIG))"
 	@echo "make test       set up .venv and run the whole test suite"
 	@echo "make test-fast  the tests not marked slow"
+	@echo "make browser    install Debian's chromium for the report's browser test (as root; make test does it)"
 	@echo "make clean      remove .venv and runs/"
 
 # torch is installed first and pinned: that pin is the CPU wheel on these machines' disk, where an
@@ -30,7 +31,18 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/memsel pipeline --config $(CONFIG)
 
-test: $(STAMP)
+# The report's browser test (tests/reporting/test_browser.py) drives Debian's Chromium through Playwright,
+# which cannot download a browser on offline machines. As root, install it when it is missing; otherwise
+# (or when apt fails) the test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+	      || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } \
+	      || echo "make browser: could not install chromium; the browser test will be skipped"; \
+	  else echo "make browser: no chromium and not root; the browser test will be skipped"; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

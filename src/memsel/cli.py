@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from memsel.config import Config, ConfigError, load_config
-from memsel import preflight
+from memsel import preflight, progress
 from memsel.jobs import add_jobs_commands as _add_jobs_commands
 
 log = logging.getLogger("memsel")
@@ -33,6 +33,7 @@ EPILOG = """examples:
   memsel tune --run-dir runs/exp1 --ray-address auto
   memsel evaluate --run-dir runs/exp1 --json
   memsel select --checkpoint runs/exp1/ppo/selector.pt --query "Where is Mary?" --memories-file story.txt
+  memsel report --run-dir runs/exp1
   memsel bench selector --quick
 """
 
@@ -173,6 +174,37 @@ def _manager(args: argparse.Namespace) -> int:
         print(json.dumps(results))
     else:
         print(mt.format_manager_table(results, f"memory retention, K = {k}, {args.split} split ({cfg.run_path})"))
+
+
+def _add_report_command(sub: argparse._SubParsersAction) -> None:
+    """``memsel report``: an HTML page of a run directory or an MLflow experiment."""
+    rep = sub.add_parser("report", help="an HTML page with learning curves, results, attention heatmaps (and the "
+                                        "haystack table) of a run directory or an MLflow experiment",
+                         description="Read MLflow and the run folders; write one self-contained HTML page "
+                                     "(report.html) with its PNGs (figures/), and log each figure as an artifact "
+                                     "(report/) of the MLflow runs it shows.")
+    src = rep.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", metavar="DIR", help="a run directory (its config.yaml names its MLflow store)")
+    src.add_argument("--experiment", metavar="NAME", help="an MLflow experiment: every memsel run in it, all seeds")
+    rep.add_argument("--out", metavar="DIR", help="output folder (default <run-dir>/report or reports/<experiment>)")
+    rep.add_argument("--tracking-uri", help="MLflow tracking URI (default: the run directory's; for --experiment "
+                                            "$MLFLOW_TRACKING_URI)")
+    rep.add_argument("--haystack", metavar="DIR", default="experiments/results/haystack",
+                     help="the haystack evaluation's result files (default experiments/results/haystack; "
+                          "the section is left out when there are none)")
+    rep.add_argument("--stories", type=int, default=3, metavar="N",
+                     help="test questions shown as attention heatmaps per run folder (default 3)")
+    rep.add_argument("--no-artifacts", action="store_true", help="do not log the figures to MLflow")
+    rep.add_argument("--json", action="store_true", help='print {"page": PATH} as JSON on stdout')
+
+
+def _report(args: argparse.Namespace) -> int:
+    from memsel.reporting.build import report_command
+
+    with stdout_to_stderr(args.json):
+        page = report_command(args.run_dir, args.experiment, args.out, args.tracking_uri, args.haystack,
+                              args.stories, not args.no_artifacts)
+    print(json.dumps({"page": str(page)}) if args.json else f"report: {page}")
     return 0
 
 
@@ -198,12 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train attention networks that select the right memory from a growing list: "
                     "supervised pretraining (Lightning), PPO fine-tuning with distillation (RLlib), "
                     "sweeps (Ray Tune), all tracked in MLflow.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    noise.add_argument("-q", "--quiet", action="store_true",
+                       help="for CI logs: no progress bars, only warnings and errors logged (bars are shown only "
+                            "when stderr is a terminal anyway; logs go to stderr, --json output to stdout)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_data_commands(sub)
     _add_bench_commands(sub)
     _add_select_command(sub)
+    _add_report_command(sub)
     _add_jobs_commands(sub)
     _add_manager_command(sub)
     for name, text in (
@@ -358,15 +395,24 @@ def _finish(cfg: Config, results: dict, as_json: bool, saved: list[str], with_ti
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
+    progress.set_quiet(args.quiet)
+    with progress.log_above_bars():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command ``args`` names."""
     if args.command == "data" and args.data_command == "inspect":
         return _inspect(args)
     if args.command == "data" and args.data_command == "download":
         return _download(args)
     if args.command == "select":
         return _select(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "bench":
         import importlib
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from memsel import progress
 from memsel.data.budget import support_outside
 from memsel.data.encode import EncodedSamples, question_hops
 from memsel.devices import torch_device
@@ -254,9 +255,13 @@ def evaluate(data: EncodedSamples, selectors: dict[str, Path], hops: int = 1,
         from memsel.reader import AnswerReader
 
         reader = AnswerReader.load(reader_path)
-    results = baseline_scores(data, hops, reader, device)
-    for name, path in selectors.items():
-        results[name] = selector_scores(Selector.load(path), data, hops, reader, device=device)
+    with progress.bar(1 + len(selectors), "evaluate", unit="method") as bar:
+        results = baseline_scores(data, hops, reader, device)
+        bar.update()
+        for name, path in selectors.items():
+            bar.set_postfix_str(name, refresh=False)
+            results[name] = selector_scores(Selector.load(path), data, hops, reader, device=device)
+            bar.update()
     outside = {k: float(v) for k, v in support_outside(data).items()}
     for metrics in results.values():
         metrics.update(outside)

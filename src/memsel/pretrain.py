@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from memsel import progress
 from memsel.config import Config, PretrainConfig, SelectorConfig
 from memsel.data.encode import DataSpec, EncodedSamples, question_hops
 from memsel.devices import trainer_kwargs
@@ -236,13 +236,14 @@ def _fit(cfg: Config, train: EncodedSamples, val: EncodedSamples, spec: DataSpec
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=folder / f"restart{restart}" if restart else folder, filename="best-{epoch}",
         monitor=module.metric_prefix + monitor, mode=mode, save_top_k=1, save_last=True)
-    callbacks = [checkpoint, EpochLog()]
+    bar = progress.lightning_bar()  # Lightning's own bar (to stderr), or none: --quiet, or no terminal
+    callbacks = [checkpoint, EpochLog(), *([bar] if bar else [])]
     if p.ema_decay > 0:  # validation, checkpoints and so the export see the averaged weights
         callbacks.append(L.pytorch.callbacks.EMAWeightAveraging(decay=p.ema_decay))
     trainer = L.Trainer(
         max_epochs=p.max_epochs, **trainer_kwargs(cfg.device), logger=logger or False,
         callbacks=callbacks, deterministic=True, enable_model_summary=False,
-        enable_progress_bar=sys.stderr.isatty(),
+        enable_progress_bar=bar is not None,
         log_every_n_steps=10, default_root_dir=str(cfg.layout.pretrain), num_sanity_val_steps=0)
     dm = SelectorDataModule(train, val, batch_size=p.batch_size, seed=seed)
     trainer.fit(module, datamodule=dm if has_val else None,

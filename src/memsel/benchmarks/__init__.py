@@ -11,4 +11,8 @@ BENCHMARKS = {
     "haystack": "memories/s of the haystack evaluation at 16k memories per question, next to a matrix-vector floor",
     "selector": "selector latency, memories/s and peak memory per family, next to a matrix-vector floor",
     "tune": "Ray Tune's cost per trial on one node and the speedup of a second node (real local clusters)",
+    "pretrain": "Lightning's pretraining samples/s against a bare PyTorch loop on the same network, data and optimiser",
+    "ppo": "PPO end to end: env steps/s of a memsel train iteration against the env alone plus the network alone, "
+           "with a profile of where the rest goes",
+    "all": "every benchmark in one run; writes the generated part of docs/BENCHMARKS.md",
 }

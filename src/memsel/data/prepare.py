@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from memsel import progress
 from memsel.config import Config
 from memsel.data.encode import DataSpec, EncodedSamples, Vocab, encode, load_spec, save_spec, spec_for
 from memsel.data.generate import write_splits
@@ -142,10 +143,18 @@ def prepare_data(cfg: Config) -> PreparedData:
     """The run's encoded splits: prepared from ``cfg.data`` (and cached in the run directory) the first
     time, then read back; another seed or other data than the directory's is refused."""
     check_run_seed(cfg)  # before the generated dataset writes its files
+    with progress.bar(5, "data", unit="step") as bar:  # read, vocabulary, three splits encoded
+        return _prepare(cfg, bar)
+
+
+def _prepare(cfg: Config, bar) -> PreparedData:
+    """:func:`prepare_data`'s work, one step of ``bar`` at a time."""
     folder = cfg.layout.data
     folder.mkdir(parents=True, exist_ok=True)
     d = cfg.data
+    bar.set_postfix_str(f"reading {d.dataset_name}", refresh=False)
     splits = DATASETS.make(d.dataset_name, d, d.dataset_options, "data", "dataset_options", cfg.seed, folder)
+    bar.update()
     train_all, test, sources = in_haystack(cfg, splits.train, splits.test, splits.sources)
     train, val = split_by_story(train_all, cfg.data.val_fraction, cfg.seed)
     train_name, test_name = splits.describe()
@@ -163,11 +172,14 @@ def prepare_data(cfg: Config) -> PreparedData:
         vocab.save(vocab_path)
         save_spec(spec, spec_path)
         write_text_atomic(sources_path, json.dumps({**sources, "seed": cfg.seed}))
+    bar.update()
 
     files = dict(sources)
     encoded = {}
     for name, samples in (("train", train), ("val", val), ("test", test)):
+        bar.set_postfix_str(f"encoding {name}", refresh=False)
         enc = encode(samples, vocab, spec)
+        bar.update()
         path = folder / f"{name}.npz"
         enc.save(path)
         files[f"{name}_npz"] = str(path)

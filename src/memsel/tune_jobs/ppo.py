@@ -131,6 +131,17 @@ def pretrained_return(cfg: Config, selector_path: Path, data: EncodedSamples) ->
     return float(scores["answer_accuracy"] if reader is not None else scores["selection_accuracy"])
 
 
+def planned_trials(cfg: Config) -> int:
+    """How many trials a sweep draws: ``tune.num_samples`` times the size of every grid axis (a ``grid`` field, or
+    every ``choice`` with search_alg grid: Tune repeats the grid num_samples times); a time budget may end it sooner."""
+    trials = cfg.tune.num_samples
+    for spec in cfg.tune.search_space.values():
+        kind, args = next(iter(spec.items()))
+        if kind == "grid" or (kind == "choice" and cfg.tune.search_alg == "grid"):
+            trials *= len(args)
+    return max(trials, 1)
+
+
 @dataclass
 class _Plan:
     """One train or tune experiment, as decided before Tune starts."""
@@ -165,7 +176,9 @@ def run_ppo(cfg: Config, data_files: dict[str, str], sweep_: bool = False, stage
         _open_parent(plan)
     tracker = SweepTracker(cfg, stage, plan.state.sweep_id, plan.state.attempt, searched, plan.state.parent_run_id,
                            track_mutations=sweep_ and cfg.tune.scheduler == "pbt")
-    callbacks = [tracker, report.ProgressCallback(stage, iterations, plan.metric)]
+    callbacks = [tracker, report.ProgressCallback(stage, iterations, plan.metric),
+                 report.IterationBar(stage, planned_trials(cfg) * iterations if sweep_ else iterations, iterations,
+                                     plan.metric)]
     payload = build_payload(cfg, data_files, iterations, searched)
     log.info("%s: %s %s, attempt %d, trials write to %s", stage, "sweep" if sweep_ else "run", plan.state.sweep_id,
              plan.state.attempt, plan.state.path)

@@ -166,3 +166,58 @@ def plot_search(rows: list[dict], searched: list[str], metric: str, path: Path) 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+class IterationBar(tune.Callback):
+    """A progress bar over the experiment's PPO iterations, all trials together (memsel.progress: rate and
+    time left on stderr; nothing when bars are off). ``total``: trials x iterations as planned; a trial that
+    ends early (ASHA, a failure) takes its remaining iterations off the total."""
+
+    def __init__(self, stage: str, total: int, iterations: int, metric: str):
+        self.stage, self.total, self.iterations, self.metric = stage, total, iterations, metric
+        self.seen: dict[str, int] = {}
+        self.best: float | None = None
+        self._bar = None
+
+    def __getstate__(self) -> dict:  # Tune pickles its callbacks with the experiment's state; a bar is not state
+        return {k: v for k, v in self.__dict__.items() if k != "_bar"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _bar=None)
+
+    @property
+    def bar(self):
+        if self._bar is None:
+            from memsel import progress
+
+            self._bar = progress.bar(self.total, f"{self.stage}: PPO iterations", unit="iter",
+                                     initial=sum(self.seen.values()))
+        return self._bar
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        bar = self.bar  # made first: a new bar starts at the iterations already counted
+        done = int(result.get("training_iteration", 0))
+        step = max(done - self.seen.get(trial.trial_id, 0), 0)
+        self.seen[trial.trial_id] = max(done, self.seen.get(trial.trial_id, 0))
+        value = metric_value(result, self.metric)
+        if isinstance(value, (int, float)) and not math.isnan(value):
+            self.best = value if self.best is None else max(self.best, value)
+        bar.set_postfix_str(f"best {self.metric} {_fmt(self.best)}", refresh=False)
+        bar.update(step)
+
+    def _ended(self, trial: Any) -> None:
+        left = self.iterations - self.seen.get(trial.trial_id, 0)
+        if left > 0 and self.bar.total:
+            self.bar.total = max(self.bar.total - left, self.bar.n)
+            self.bar.refresh()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ended(trial)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
