@@ -230,6 +230,20 @@ class ManagerConfig:
     """Weight of the eviction prior in the pretraining target (1 - it goes to the oracle's choices)."""
     recency_decay: float = 0.2
     """Rate of the eviction prior p(evict) ~ exp(recency_decay * age): the older, the likelier (FIFO-like)."""
+    self_attention_layers: int = 0
+    """Self-attention layers among the K+1 candidates before scoring (``kind`` mha only), so that a memory's
+    score can depend on the others (e.g. a later statement about the same person or object); 0 = none."""
+    dagger_rounds: int = 0
+    """DAgger rounds after pretraining on the oracle's own decisions: each rolls out the current manager
+    (mixed with the oracle, ``dagger_beta``) over the train stories, labels every state it reaches with the
+    oracle's decisions from that state, adds them to the data so far and trains ``dagger_epochs`` more."""
+    dagger_beta: float = 0.5
+    """DAgger: the oracle takes a rollout decision with probability dagger_beta ** round (round 1, 2, ...)."""
+    dagger_epochs: int = 5
+    """DAgger: Lightning epochs over the aggregated decisions per round (round 0 trains max_epochs)."""
+    cost_weight: float = 0.0
+    """Weight of a decision in the pretraining loss = 1 + cost_weight * the mean over its candidates of the
+    (question, fact) pairs evicting that one loses beyond the oracle's choice (0 = every decision alike)."""
     ppo_iterations: int = 10
     """PPO iterations after pretraining (with distillation toward the pretrained manager); 0 = none."""
     lru_top: int = 1
@@ -238,8 +252,15 @@ class ManagerConfig:
     def validate(self, p: str = "manager") -> None:
         _check(self.slots >= 0, f"{p}.slots", "an integer >= 0 (0 = env.memory_budget)", self.slots)
         FAMILIES.check(self.kind, f"{p}.kind")
-        for name in ("max_epochs", "batch_size", "lru_top"):
+        for name in ("max_epochs", "batch_size", "lru_top", "dagger_epochs"):
             _check(getattr(self, name) >= 1, f"{p}.{name}", "an integer >= 1", getattr(self, name))
+        _check(self.self_attention_layers >= 0, f"{p}.self_attention_layers", "an integer >= 0",
+               self.self_attention_layers)
+        _check(self.self_attention_layers == 0 or self.kind == "mha", f"{p}.self_attention_layers",
+               f"0 unless {p}.kind is mha (the family with self-attention)", self.self_attention_layers)
+        _check(self.dagger_rounds >= 0, f"{p}.dagger_rounds", "an integer >= 0 (0 = no DAgger)", self.dagger_rounds)
+        _check(0.0 <= self.dagger_beta <= 1.0, f"{p}.dagger_beta", "a number in [0, 1]", self.dagger_beta)
+        _check(self.cost_weight >= 0, f"{p}.cost_weight", "a number >= 0", self.cost_weight)
         _check(self.lr > 0, f"{p}.lr", "a number > 0", self.lr)
         _check(0.0 <= self.recency_weight <= 1.0, f"{p}.recency_weight", "a number in [0, 1]", self.recency_weight)
         _check(self.recency_decay >= 0, f"{p}.recency_decay", "a number >= 0", self.recency_decay)

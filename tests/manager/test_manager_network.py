@@ -10,8 +10,9 @@ from memsel.config import ConfigError, load_config
 from memsel.data.budget import Budget, apply_budget
 from memsel.data.encode import DataSpec, EncodedSamples
 from memsel.manager.budget import with_run_manager
-from memsel.manager.network import build_manager, greedy_rollout, load_manager, manager_retention, save_manager
-from memsel.manager.streams import EvictionPolicy, Stream, decision_obs, run_policy
+from memsel.manager.network import (ManagerPolicy, build_manager, dagger_decisions, eviction_loss, greedy_rollout, load_manager,
+                                    manager_retention, save_manager)
+from memsel.manager.streams import EvictionPolicy, Oracle, Stream, decision_obs, run_policy
 from memsel.network import Selector
 from memsel.selector_configs import SelectorConfig
 
@@ -116,3 +117,45 @@ def test_managed_config_names_its_fields(tmp_path):
         load_config(None, ["manager.kind=nope"])
     cfg = load_config(None, ["env.budget_strategy=managed", "env.memory_budget=8", f"run_dir={tmp_path}"])
     assert with_run_manager(cfg).env.budget_options["manager"] == str(tmp_path / "manager" / "manager.pt")
+
+
+def test_manager_policy_decides_as_the_batched_rollout():
+    net, k, tok = _net(), 3, _tokens(10, 1)
+    stream = Stream(tuple(map(str, range(10))), (10,), ((0,),), "f#0")
+    mine = run_policy(stream, k, ManagerPolicy(net, {"f#0": tok}))
+    ref = run_policy(stream, k, NetPolicy(net, tok))
+    assert [d for _, _, d in mine.decisions] == [d for _, _, d in ref.decisions]
+
+
+def test_a_dagger_round_labels_the_managers_own_states_with_the_oracle():
+    net, k, tok = _net(), 3, _tokens(10, 1)
+    stream = Stream(tuple(map(str, range(10))), (5, 10), ((0, 4), (1, 9)), "f#0")
+    d = dagger_decisions(net, ([stream], [tok]), k, beta=0.0, seed=0)
+    trace = run_policy(stream, k, NetPolicy(net, tok))
+    oracle = Oracle()
+    oracle.reset(stream)
+    assert len(d["best"]) == len(trace.decisions) == 10 - k
+    for i, (held, t, _) in enumerate(trace.decisions):
+        np.testing.assert_array_equal(d["memories"][i], decision_obs(tok, held, t)["memories"])
+        assert d["best"][i].tolist() == oracle.candidates(held, t).tolist()
+
+
+def test_eviction_loss_weights_decisions():
+    torch.manual_seed(0)
+    logits, mask, ages = torch.randn(4, 5), torch.ones(4, 5), torch.arange(5).repeat(4, 1)
+    best = torch.rand(4, 5) > 0.5
+    best[:, 0] = True
+    plain = eviction_loss(logits, best, mask, ages, 0.1, 0.2)
+    torch.testing.assert_close(eviction_loss(logits, best, mask, ages, 0.1, 0.2, torch.full((4,), 3.0)), plain)
+    only_first = eviction_loss(logits, best, mask, ages, 0.1, 0.2, torch.tensor([1.0, 0, 0, 0]))
+    torch.testing.assert_close(only_first, eviction_loss(logits[:1], best[:1], mask[:1], ages[:1], 0.1, 0.2))
+
+
+def test_manager_dagger_and_network_fields_are_checked():
+    with pytest.raises(ConfigError, match="manager.self_attention_layers"):
+        load_config(None, ["manager.kind=ff", "manager.self_attention_layers=1"])
+    with pytest.raises(ConfigError, match="manager.dagger_beta"):
+        load_config(None, ["manager.dagger_beta=1.5"])
+    with pytest.raises(ConfigError, match="manager.cost_weight"):
+        load_config(None, ["manager.cost_weight=-1"])
+    assert load_config(None, ["manager.kind=mha", "manager.self_attention_layers=1"]).manager.self_attention_layers == 1

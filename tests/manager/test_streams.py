@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from memsel.data.sample import Sample
-from memsel.manager.streams import (FIFO, LIFO, LRU, NEVER, Oracle, RandomEviction, Stream, apply_decision,
-                                    decision_obs, next_use, retention, run_policy, streams_from_samples)
+from memsel.manager.streams import (FIFO, LIFO, LRU, NEVER, Mixture, Oracle, RandomEviction, Stream, apply_decision,
+                                    decision_obs, eviction_costs, next_use, oracle_decisions, retention, run_policy,
+                                    streams_from_samples)
 
 
 def _stream(n: int, questions: list[tuple[int, tuple[int, ...]]]) -> Stream:
@@ -100,3 +101,34 @@ def test_oracle_is_never_beaten_on_real_babi(babi_en, task):
         best = retention(streams, k, Oracle())
         others = {p.name: retention(streams, k, p) for p in (FIFO(), LIFO(), RandomEviction(0))}
         assert all(best >= v for v in others.values()), (k, best, others)
+
+
+def test_dagger_labels_the_states_another_policy_reaches_with_the_oracle():
+    # K = 2; statements 0..3; one question after 4 statements needs 0 and 3. FIFO evicts 0 at t = 2, so its
+    # second state ([1, 2], 3) is one the oracle never reaches; there the oracle may evict 1 or 2, not 3.
+    s = _stream(4, [(4, (0, 3))])
+    tokens = np.arange(1, 9).reshape(4, 2)
+    own = oracle_decisions([s], [tokens], 2)
+    assert own["memories"][:, :2, 0].tolist() == [[1, 3], [1, 3]]  # the oracle keeps 0 and 1
+    d = oracle_decisions([s], [tokens], 2, policy=FIFO())
+    assert d["memories"][:, :, 0].tolist() == [[1, 3, 5], [3, 5, 7]]  # FIFO's states: ([0, 1], 2), ([1, 2], 3)
+    assert d["best"].tolist() == [[False, True, True], [True, True, False]]
+    assert d["cost"].tolist() == [[1, 0, 0], [0, 0, 1]]  # evicting 0 (or the newcomer 3) loses its pair
+
+
+def test_eviction_costs_count_the_pairs_lost_beyond_the_oracle():
+    # statement 3 arrives after 0..2, all needed later: 0 twice (5, 7), 1 at 4, 2 at 6, 3 at 8. Belady drops
+    # the newcomer (needed latest), which loses one pair; evicting 0 loses two, so one more than the oracle.
+    uses = [[5, 7], [4], [6], [8]]
+    best = np.array([False, False, False, True])
+    assert eviction_costs(uses, np.array([0, 1, 2]), 3, best).tolist() == [1, 0, 0, 0]
+    assert eviction_costs([[2, 5, 7], [4], [3, 6], [8]], np.array([0, 1, 2]), 3, best).tolist() == [1, 0, 0, 0]
+
+
+def test_mixture_plays_the_expert_with_probability_beta():
+    s = _stream(12, [(12, (0,))])
+    expert = [d for _, _, d in run_policy(s, 3, Mixture(FIFO(), LIFO(), 1.0)).decisions]
+    learner = [d for _, _, d in run_policy(s, 3, Mixture(FIFO(), LIFO(), 0.0)).decisions]
+    assert expert == [2] * 9 and learner == [0] * 9
+    mixed = [d for _, _, d in run_policy(s, 3, Mixture(FIFO(), RandomEviction(1), 0.5, seed=3)).decisions]
+    assert mixed == [d for _, _, d in run_policy(s, 3, Mixture(FIFO(), RandomEviction(1), 0.5, seed=3)).decisions]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from memsel.data.encode import DataSpec
 from memsel.files import save_torch_atomic
+from memsel.manager.streams import EvictionPolicy, Mixture, Oracle, oracle_decisions
 from memsel.network import Selector, masked_fill_min, read_selector_file
 from memsel.selector_configs import SelectorConfig
 
@@ -89,18 +90,55 @@ def greedy_rollout(net: Selector, memories: np.ndarray, counts: np.ndarray, k: i
     return held, snaps
 
 
-def _decide(net: Selector, emb: torch.Tensor, held: np.ndarray, rows: np.ndarray, t: int, k: int) -> np.ndarray:
-    """One batched decision for full memories ``held`` (B, K) of ``rows`` at arrival ``t``: the new (B, K)."""
+def _choose(net: Selector, emb: torch.Tensor, held: np.ndarray, rows: np.ndarray,
+            t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy decisions for full memories ``held`` (B, K) of ``rows`` of ``emb`` (S, N, d) at arrival ``t``:
+    the candidates (B, K+1) and the choice (B,) in 0..K."""
     cand = np.concatenate([held, np.full((len(rows), 1), t)], axis=1)  # (B, K+1)
     r = torch.as_tensor(rows, device=emb.device)
     c = torch.as_tensor(cand, device=emb.device)
     x = emb[r[:, None], c]  # (B, K+1, d)
     ages = torch.as_tensor(t - cand, device=emb.device)  # (B, K+1)
     mask = torch.ones_like(ages, dtype=torch.bool)
-    choice = net.score(x, emb[r, t], ages, mask).argmax(-1).cpu().numpy()  # (B,) in 0..K
+    return cand, net.score(x, emb[r, t], ages, mask).argmax(-1).cpu().numpy()
+
+
+def _decide(net: Selector, emb: torch.Tensor, held: np.ndarray, rows: np.ndarray, t: int, k: int) -> np.ndarray:
+    """One batched decision for full memories ``held`` (B, K) of ``rows`` at arrival ``t``: the new (B, K)."""
+    cand, choice = _choose(net, emb, held, rows, t)
     keep = np.ones_like(cand, dtype=bool)
     keep[np.arange(len(rows)), choice] = False
     return cand[keep].reshape(len(rows), k)  # story order kept: the newcomer (largest index) stays last
+
+
+class ManagerPolicy(EvictionPolicy):
+    """The greedy manager as an eviction policy, one decision at a time (DAgger's rollouts; the same choices
+    as :func:`greedy_rollout`). ``tokens`` maps a stream's source to its (T, L) token ids."""
+
+    name = "manager"
+
+    def __init__(self, net: Selector, tokens: dict[str, np.ndarray]):
+        self.net, self.tokens = net, tokens
+        self.emb: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def reset(self, stream):
+        device = next(self.net.parameters()).device
+        tokens = torch.as_tensor(self.tokens[stream.source], device=device)[None]  # (1, T, L)
+        self.emb = self.net.encode_memories(tokens)  # (1, T, d)
+
+    @torch.no_grad()
+    def decide(self, held, t):
+        return int(_choose(self.net, self.emb, held[None], np.zeros(1, dtype=np.int64), t)[1][0])
+
+
+def dagger_decisions(net: Selector, split: tuple[list, list[np.ndarray]], k: int, beta: float,
+                     seed: int) -> dict[str, np.ndarray]:
+    """One DAgger round's data: the manager ``net`` (greedy; the oracle instead with probability ``beta`` per
+    decision) rolled out over ``split``'s stories, every state it reaches labelled by the oracle from there."""
+    streams, tokens = split
+    learner = ManagerPolicy(net.eval(), {s.source: t for s, t in zip(streams, tokens)})
+    return oracle_decisions(streams, tokens, k, Mixture(learner, Oracle(), beta, seed))
 
 
 def manager_retention(net: Selector, streams: list, tokens: list[np.ndarray], k: int) -> float:
@@ -114,14 +152,17 @@ def manager_retention(net: Selector, streams: list, tokens: list[np.ndarray], k:
 
 
 def eviction_loss(logits: torch.Tensor, best: torch.Tensor, mask: torch.Tensor, ages: torch.Tensor,
-                  recency_weight: float, decay: float) -> torch.Tensor:
-    """Mean pretraining loss of ``logits`` (B, K+1): (1 - recency_weight) * the cross-entropy to the oracle's
-    decision, as the negative log of the mass on the decisions Belady's rule allows (``best`` (B, K+1) bool:
-    ties are all right, so the network may put its mass on any of them), plus recency_weight * the
-    cross-entropy to the eviction prior p ~ exp(decay * age) over the candidates ``mask`` (the older, the
-    likelier: the selector's temporal bias turned round, FIFO-like)."""
+                  recency_weight: float, decay: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Pretraining loss of ``logits`` (B, K+1), the mean over decisions (weighted by ``weight`` (B,) when given) of
+    (1 - recency_weight) * the cross-entropy to the oracle's decision, as the negative log of the mass on the
+    decisions Belady's rule allows (``best`` (B, K+1) bool: ties are all right, so the network may put its mass
+    on any of them), plus recency_weight * the cross-entropy to the eviction prior p ~ exp(decay * age) over the
+    candidates ``mask`` (the older, the likelier: the selector's temporal bias turned round, FIFO-like)."""
     valid = mask > 0
     logp = F.log_softmax(logits, dim=-1)  # (B, K+1)
     oracle = -torch.logsumexp(logp.masked_fill(~(best & valid), -1e9), dim=-1)  # (B,)
     prior = F.softmax(masked_fill_min(decay * ages.to(logits.dtype), valid), dim=-1) * valid
-    return ((1 - recency_weight) * oracle - recency_weight * (prior * logp).sum(-1)).mean()
+    per = (1 - recency_weight) * oracle - recency_weight * (prior * logp).sum(-1)  # (B,)
+    if weight is None:
+        return per.mean()
+    return (weight * per).sum() / weight.sum().clamp(min=1e-12)

@@ -15,6 +15,7 @@ counts as a use), and ``oracle`` Belady's rule with knowledge of the future ques
 memory needed latest or never, the newcomer included (dropped when it is that one). Belady's rule is
 optimal when every fact is needed at most once; a fact needed several times is kept by its next use,
 not by how many uses it has left, so the rule is the classic bound, not a proven optimum here.
+:class:`Mixture` plays one policy or another at random (DAgger's rollouts: the manager, mixed with the oracle).
 """
 
 from __future__ import annotations
@@ -189,6 +190,37 @@ class Oracle(EvictionPolicy):
         return len(held) if best[-1] else int(np.argmax(best))  # drop the newcomer if allowed, else the oldest
 
 
+class Mixture(EvictionPolicy):
+    """DAgger's rollout policy (Ross et al. 2011): at each decision the ``expert`` with probability ``beta``,
+    else the ``learner``; the draws are seeded once and made in stream order."""
+
+    name = "mixture"
+
+    def __init__(self, learner: EvictionPolicy, expert: EvictionPolicy, beta: float, seed: int = 0):
+        self.learner, self.expert, self.beta = learner, expert, beta
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, stream):
+        self.learner.reset(stream)
+        self.expert.reset(stream)
+
+    def decide(self, held, t):
+        return (self.expert if self.rng.random() < self.beta else self.learner).decide(held, t)
+
+    def question(self, q, held):
+        self.learner.question(q, held)
+        self.expert.question(q, held)
+
+
+def eviction_costs(uses: list[list[int]], held: np.ndarray, t: int, best: np.ndarray) -> np.ndarray:
+    """(K+1,) float: what each decision loses beyond the oracle's. A memory evicted is gone for good, so a
+    decision loses the (question, fact) pairs its candidate supports after ``t``; the cost is that count less
+    the fewest any allowed decision (``best``) loses, 0 on the allowed ones. ``uses`` = :meth:`Stream.uses`."""
+    left = np.array([len(u) - np.searchsorted(u, t, side="right") for u in (uses[int(i)] for i in (*held, t))],
+                    dtype=np.float32)  # (K+1,) pairs still ahead
+    return np.where(best, 0.0, np.maximum(left - left[best].min(), 0.0)).astype(np.float32)
+
+
 def next_use(uses: list[int], t: int) -> int:
     """The first question time after statement ``t`` arrived (> t) in ``uses`` (ascending), or :data:`NEVER`."""
     i = int(np.searchsorted(uses, t, side="right"))
@@ -271,20 +303,27 @@ def decision_obs(tokens: np.ndarray, held: np.ndarray, t: int) -> dict[str, np.n
     return {"memories": memories, "mask": present.astype(np.int8), "query": tokens[t].copy(), "ages": ages}
 
 
-def oracle_decisions(streams: Sequence[Stream], tokens: Sequence[np.ndarray], k: int) -> dict[str, np.ndarray]:
-    """The oracle's decisions on ``streams`` (``tokens`` (T, L) each), as the manager's pretraining batch:
-    memories (D, K+1, L), mask (D, K+1) int8, query (D, L), ages (D, K+1) and ``best`` (D, K+1) bool, every
-    decision Belady's rule allows (ties included). The memory follows the oracle's own choices."""
+def oracle_decisions(streams: Sequence[Stream], tokens: Sequence[np.ndarray], k: int,
+                     policy: EvictionPolicy | None = None) -> dict[str, np.ndarray]:
+    """Oracle-labelled decisions on ``streams`` (``tokens`` (T, L) each), as the manager's pretraining batch:
+    memories (D, K+1, L), mask (D, K+1) int8, query (D, L), ages (D, K+1), ``best`` (D, K+1) bool, every
+    decision Belady's rule allows from that state (ties included), and ``cost`` (D, K+1) float,
+    :func:`eviction_costs`. The memory follows ``policy``'s choices (default the oracle's own); with another
+    policy these are DAgger's labels: the oracle's choices from the states that policy reaches."""
     oracle = Oracle()
     rows: list[dict[str, np.ndarray]] = []
     for stream, tok in zip(streams, tokens):
-        for held, t, _ in run_policy(stream, k, oracle).decisions:  # the oracle keeps this stream's uses
-            rows.append({**decision_obs(tok, held, t), "best": oracle.candidates(held, t)})
+        trace = run_policy(stream, k, policy or oracle)
+        oracle.reset(stream)
+        for held, t, _ in trace.decisions:
+            best = oracle.candidates(held, t)
+            cost = eviction_costs(oracle.uses, held, t, best)
+            rows.append({**decision_obs(tok, held, t), "best": best, "cost": cost})
     length = tokens[0].shape[1] if len(tokens) else 1
     if not rows:
         return {"memories": np.zeros((0, k + 1, length), np.int64), "mask": np.zeros((0, k + 1), np.int8),
                 "query": np.zeros((0, length), np.int64), "ages": np.zeros((0, k + 1), np.int64),
-                "best": np.zeros((0, k + 1), bool)}
+                "best": np.zeros((0, k + 1), bool), "cost": np.zeros((0, k + 1), np.float32)}
     return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
 
 

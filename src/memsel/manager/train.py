@@ -3,8 +3,11 @@
 - Data (:func:`manager_data`): the run's splits (memsel.data.prepare: same vocabulary, same validation
   stories) as streams (memsel.manager.streams) with their token ids.
 - Pretraining (:func:`pretrain_manager`, Lightning): cross-entropy to Belady's decisions on the train
-  stories, mixed with ``manager.recency_weight`` of the eviction prior (memsel.manager.network.eviction_loss).
-  The checkpoint is chosen on the validation stories' retention. Writes ``<run>/manager/pretrained.pt``.
+  stories, mixed with ``manager.recency_weight`` of the eviction prior (memsel.manager.network.eviction_loss),
+  each decision weighted by its cost (``manager.cost_weight``); then ``manager.dagger_rounds`` rounds of DAgger
+  (Ross et al. 2011): the manager's own rollouts, labelled by the oracle from the states they reach, are added
+  to the data and training goes on. The checkpoint is chosen on the validation stories' retention. Writes
+  ``<run>/manager/pretrained.pt``.
 - PPO (:func:`ppo_manager`, RLlib): memsel's own RLModule (SelectorRLModule) and learner (distillation toward
   the pretrained manager) on memsel.manager.env.MemoryManagerEnv, the ppo section's settings, for
   ``manager.ppo_iterations`` iterations; the iteration with the best validation retention (the pretrained
@@ -36,7 +39,8 @@ from memsel.data.encode import DataSpec, Vocab
 from memsel.devices import trainer_kwargs
 from memsel.files import write_text_atomic
 from memsel.manager.budget import MANAGER_FILE
-from memsel.manager.network import build_manager, eviction_loss, load_manager, manager_retention, save_manager
+from memsel.manager.network import (build_manager, dagger_decisions, eviction_loss, load_manager, manager_retention,
+                                    save_manager)
 from memsel.manager.streams import (FIFO, LIFO, LRU, Oracle, RandomEviction, Stream, encode_stream,
                                     oracle_decisions, retention, streams_from_samples)
 from memsel.network import Selector
@@ -73,8 +77,11 @@ def manager_data(cfg: Config) -> ManagerData:
 
 
 def manager_selector_config(cfg: Config) -> SelectorConfig:
-    """The manager's network: the family ``manager.kind`` with its default settings."""
-    return SelectorConfig(kind=cfg.manager.kind)
+    """The manager's network: the family ``manager.kind`` with its default settings (and, for mha,
+    ``manager.self_attention_layers``)."""
+    m = cfg.manager
+    extra = {"self_attention_layers": m.self_attention_layers} if m.self_attention_layers else {}
+    return SelectorConfig(kind=m.kind, **extra)
 
 
 def slots(cfg: Config) -> int:
@@ -93,17 +100,18 @@ class ManagerLightningModule(L.LightningModule):
     """Owns the pretraining loss, metrics and optimiser; the network is the plain ``self.manager``."""
 
     def __init__(self, selector_config: dict, spec: dict, k: int, lr: float, recency_weight: float,
-                 recency_decay: float):
+                 recency_decay: float, cost_weight: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.manager = build_manager(SelectorConfig(**selector_config), DataSpec(**spec), k)
         self.val_streams: tuple[list[Stream], list[np.ndarray]] | None = None
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
-        memories, mask, query, ages, best = batch
+        memories, mask, query, ages, best, cost = batch
         logits = self.manager({"memories": memories, "mask": mask, "query": query, "ages": ages})  # (B, K+1)
         hp = self.hparams
-        loss = eviction_loss(logits, best, mask, ages, hp.recency_weight, hp.recency_decay)
+        weight = 1 + hp.cost_weight * (cost * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (B,)
+        loss = eviction_loss(logits, best, mask, ages, hp.recency_weight, hp.recency_decay, weight)
         agree = best.gather(1, logits.argmax(-1, keepdim=True)).float().mean()  # an oracle-allowed decision
         self.log(f"{stage}/loss", loss, prog_bar=True, on_epoch=True, on_step=False, batch_size=len(best))
         self.log(f"{stage}/oracle_agreement", agree, on_epoch=True, on_step=False, batch_size=len(best))
@@ -127,38 +135,60 @@ class ManagerLightningModule(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
-def _decisions(split: tuple[list[Stream], list[np.ndarray]], k: int) -> TensorDataset:
-    d = oracle_decisions(*split, k)
-    return TensorDataset(*(torch.from_numpy(d[key].astype(np.int64)) for key in OBS), torch.from_numpy(d["best"]))
+def _dataset(d: dict[str, np.ndarray]) -> TensorDataset:
+    """Tensors of memsel.manager.streams.oracle_decisions' arrays, in ManagerLightningModule's batch order."""
+    return TensorDataset(*(torch.from_numpy(d[key].astype(np.int64)) for key in OBS), torch.from_numpy(d["best"]),
+                         torch.from_numpy(d["cost"].astype(np.float32)))
 
 
-def pretrain_manager(cfg: Config, data: ManagerData, logger: Any = None) -> Path:
-    """Lightning on the oracle's decisions; the validation-best checkpoint -> ``<run>/manager/pretrained.pt``."""
+def _fit_round(cfg: Config, module: ManagerLightningModule, train: TensorDataset, val: TensorDataset,
+               epochs: int, folder: Path, logger: Any) -> tuple[float, dict]:
+    """Lightning over ``train`` for ``epochs``; (the best validation retention, that epoch's network state)."""
     from memsel.pretrain import EpochLog, strip_prefix
 
-    m, k = cfg.manager, slots(cfg)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = ManagerLightningModule(asdict(manager_selector_config(cfg)), asdict(data.spec), k, m.lr,
-                                    m.recency_weight, m.recency_decay)
-    module.val_streams = data.splits["val"]
-    train, val = _decisions(data.splits["train"], k), _decisions(data.splits["val"], k)
-    log.info("manager: pretraining on %d oracle decisions (%d validation), K = %d", len(train), len(val), k)
-    folder = cfg.run_path / "manager"
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=folder / "checkpoints", filename="best-{epoch}",
                                                      monitor="val/retention", mode="max", save_top_k=1)
-    trainer = L.Trainer(max_epochs=m.max_epochs, **trainer_kwargs(cfg.device), logger=logger or False,
+    trainer = L.Trainer(max_epochs=epochs, **trainer_kwargs(cfg.device), logger=logger or False,
                         callbacks=[checkpoint, EpochLog()], deterministic=True, enable_model_summary=False,
                         enable_progress_bar=sys.stderr.isatty(), default_root_dir=str(folder), num_sanity_val_steps=0,
                         log_every_n_steps=10)
     g = torch.Generator().manual_seed(cfg.seed)
-    trainer.fit(module, DataLoader(train, batch_size=m.batch_size, shuffle=True, generator=g),
+    trainer.fit(module, DataLoader(train, batch_size=cfg.manager.batch_size, shuffle=True, generator=g),
                 DataLoader(val, batch_size=1024))
     state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+    return float(checkpoint.best_model_score), strip_prefix(state, "manager.")
+
+
+def pretrain_manager(cfg: Config, data: ManagerData, logger: Any = None) -> Path:
+    """Lightning on the oracle's decisions, then ``manager.dagger_rounds`` DAgger rounds (each on the
+    decisions so far and the oracle's labels of the states the round's manager reaches); the network with the
+    best validation retention over all epochs of all rounds (a tie goes to the later round) ->
+    ``<run>/manager/pretrained.pt``."""
+    m, k = cfg.manager, slots(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = ManagerLightningModule(asdict(manager_selector_config(cfg)), asdict(data.spec), k, m.lr,
+                                    m.recency_weight, m.recency_decay, m.cost_weight)
+    module.val_streams = data.splits["val"]
+    rounds = [oracle_decisions(*data.splits["train"], k)]
+    val = _dataset(oracle_decisions(*data.splits["val"], k))
+    folder = cfg.run_path / "manager"
+    best_score, best_state = -math.inf, None
+    for r in range(m.dagger_rounds + 1):
+        if r:
+            rounds.append(dagger_decisions(module.manager, data.splits["train"], k, m.dagger_beta ** r, cfg.seed + r))
+        train = _dataset({key: np.concatenate([d[key] for d in rounds]) for key in rounds[0]})
+        log.info("manager: round %d, %d oracle-labelled decisions (%d validation), K = %d", r, len(train), len(val), k)
+        score, state = _fit_round(cfg, module, train, val, m.max_epochs if r == 0 else m.dagger_epochs,
+                                  folder / f"round{r}", logger)
+        module.manager.load_state_dict(state)  # the round's best: DAgger's next rollout policy and starting point
+        log.info("manager: round %d best validation retention %.4f", r, score)
+        if score >= best_score:
+            best_score, best_state = score, state
     net = build_manager(manager_selector_config(cfg), data.spec, k)
-    net.load_state_dict(strip_prefix(state, "manager."))
+    net.load_state_dict(best_state)
     net.vocab = list(data.vocab.tokens)
     path = save_manager(net, k, folder / "pretrained.pt")
-    log.info("manager: pretrained (validation retention %.4f) -> %s", float(checkpoint.best_model_score), path)
+    log.info("manager: pretrained (validation retention %.4f) -> %s", best_score, path)
     return path
 
 
