@@ -92,11 +92,9 @@ def test_bad_sources_are_refused(tmp_path, report_run):
         report_command(str(tmp_path), None, None, None, None)
     with pytest.raises(ValueError, match="no MLflow experiment 'nope'"):
         report_command(None, "nope", None, report_run[1].resolved_tracking_uri, None)
-    with pytest.raises(ValueError, match="--tracking-uri"):
-        import os
-
-        if os.environ.get("MLFLOW_TRACKING_URI"):
-            pytest.skip("MLFLOW_TRACKING_URI is set")
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(ValueError, match="--tracking-uri"):
+        # mlflow.set_tracking_uri (called by earlier tests of the session) also writes this variable
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         report_command(None, "memsel", None, None, None)
 
 
