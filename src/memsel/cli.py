@@ -391,6 +391,7 @@ def _finish(cfg: Config, results: dict, as_json: bool, saved: list[str], with_ti
         print(f"          {item}")
     print(f"MLflow:   {cfg.resolved_tracking_uri}  (experiment '{experiment_name(cfg)}')")
     print(f"Open it:  {ui_hint(cfg)}")
+    print(f"See it:   memsel report --run-dir {cfg.run_path}   # one HTML page: curves, results, attention heatmaps")
 
 
 def run(argv: list[str] | None = None) -> int:
