@@ -391,7 +391,7 @@ def _finish(cfg: Config, results: dict, as_json: bool, saved: list[str], with_ti
         print(f"          {item}")
     print(f"MLflow:   {cfg.resolved_tracking_uri}  (experiment '{experiment_name(cfg)}')")
     print(f"Open it:  {ui_hint(cfg)}")
-    print(f"See it:   memsel report --run-dir {cfg.run_path}   # one HTML page: curves, results, attention heatmaps")
+    print(f"See it:   .venv/bin/memsel report --run-dir {cfg.run_path}   # one HTML page: curves, results, attention maps")
 
 
 def run(argv: list[str] | None = None) -> int:
