@@ -167,3 +167,11 @@ def test_evaluate_at_lengths_after_a_real_pretraining(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["evaluate", *common, "--lengths", "40", "--selector", "nonesuch"])
     assert e.value.code == 2 and "--selector: ['nonesuch']" in capsys.readouterr().err
+
+
+def test_words_per_question_counts_each_list_as_the_haystack_summary_does(split_and_net):
+    from memsel.data.babi import tokenize
+
+    built, split, _, _ = split_and_net
+    expected = np.mean([sum(len(tokenize(m)) for m in s.memories) for s in built])
+    assert split.words_per_question() == pytest.approx(expected)

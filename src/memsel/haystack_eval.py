@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from memsel.data.babi import tokenize
 from memsel.data.encode import Vocab, question_hops
 from memsel.data.haystack import Timeline, story_groups
 from memsel.data.sample import Sample
@@ -52,6 +53,12 @@ class Split:
     @property
     def lengths(self) -> np.ndarray:
         return self.windows[:, 2] - self.windows[:, 1]
+
+    def words_per_question(self) -> float:
+        """Mean word tokens in a question's list (memsel.data.babi.tokenize, as the haystack's summary counts)."""
+        words = np.array([len(tokenize(t)) for t in self.texts], dtype=np.int64)
+        totals = [words[self.rows[t][first:end]].sum() for t, first, end in self.windows]
+        return float(np.mean(totals)) if totals else 0.0
 
     def scoring_view(self):
         """What memsel.evaluate's scoring functions read: mask, support, n_support (lists padded on the right)."""

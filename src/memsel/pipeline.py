@@ -198,12 +198,10 @@ def stage_lengths(cfg: Config, lengths: list[int], bm25: bool = True, only: list
     for length in lengths:
         t = time.perf_counter()
         seed = TEST_HAYSTACK_SEED if split_name == "test" else "0:val"
-        samples, timelines, summary = build_haystack(questions, length, background, seed)
+        samples, timelines, _ = build_haystack(questions, length, background, seed)
         split = haystack_split(samples, timelines)
         scores = score_methods(split, cfg.env.hops, selectors, vocab, bm25, reader)
-        words = float(np.mean([sum(len(m.split()) for m in s.memories) for s in samples])) if not length \
-            else summary.words_per_question
-        results[str(length)] = {"results": scores, "words_per_question": words,
+        results[str(length)] = {"results": scores, "words_per_question": split.words_per_question(),
                                 "memories_per_question": float(split.lengths.mean()), "questions": len(samples)}
         log.info("length %d: %s (%.0f s)", length, ", ".join(
             f"{k} {100 * v['selection_accuracy']:.1f}%" for k, v in scores.items()), time.perf_counter() - t)
