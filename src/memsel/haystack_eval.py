@@ -33,7 +33,7 @@ from memsel.network import Selector
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Split", "answer_accuracy", "bm25_choices", "embed_texts", "haystack_split", "recency_choices", "selector_choices",
+__all__ = ["Split", "answer_accuracy", "bm25_choices", "embed_texts", "story_batch", "token_ids", "haystack_split", "recency_choices", "selector_choices",
            "score_methods"]
 
 
@@ -98,7 +98,8 @@ def haystack_split(samples: list[Sample], timelines: list[Timeline]) -> Split:
     return Split(samples, list(index), rows, windows, stories)
 
 
-def _ids(vocab: Vocab, texts: list[str], length: int) -> torch.Tensor:
+def token_ids(vocab: Vocab, texts: list[str], length: int) -> torch.Tensor:
+    """(len(texts), length) token ids of ``texts`` (0 = padding), each cut to ``length``."""
     out = torch.zeros(len(texts), length, dtype=torch.long)
     for j, text in enumerate(texts):
         ids = vocab.encode(text)[:length]
@@ -110,12 +111,12 @@ def _ids(vocab: Vocab, texts: list[str], length: int) -> torch.Tensor:
 def embed_texts(net: Selector, vocab: Vocab, texts: list[str], chunk: int = 2048) -> torch.Tensor:
     """(U, d) memory embeddings of ``texts``, ``chunk`` at a time."""
     length = net.spec.max_sentence_len
-    parts = [net.encode_memories(_ids(vocab, texts[i:i + chunk], length)[None])[0]
+    parts = [net.encode_memories(token_ids(vocab, texts[i:i + chunk], length)[None])[0]
              for i in range(0, len(texts), chunk)]
     return torch.cat(parts) if parts else torch.zeros(0, net.config.embed_dim)
 
 
-def _story_batch(split: Split, cache: torch.Tensor, questions: list[int], slots: int):
+def story_batch(split: Split, cache: torch.Tensor, questions: list[int], slots: int):
     """Padded embeddings (B, n, d), ages and mask (B, n) of ``questions``' lists, each cut to its newest ``slots``."""
     t = split.windows[questions[0], 0]
     firsts = np.maximum(split.windows[questions, 1], split.windows[questions, 2] - slots)
@@ -137,12 +138,12 @@ def selector_choices(net: Selector, vocab: Vocab, split: Split, hops: int, chunk
     """(S, H) greedy choices of ``net`` (positions in each question's list; -1 past a question's hops)."""
     net.eval()
     cache = embed_texts(net, vocab, split.texts, chunk)
-    queries = net.encode_query(_ids(vocab, [s.query for s in split.samples], net.spec.max_sentence_len))
+    queries = net.encode_query(token_ids(vocab, [s.query for s in split.samples], net.spec.max_sentence_len))
     n_hops = question_hops(hops, np.array([len(s.supporting) for s in split.samples], dtype=np.int64))
     chosen = np.full((len(split.samples), int(n_hops.max(initial=1))), -1, dtype=np.int64)
     slots = net.spec.max_memories if net.age_embed is not None else int(split.lengths.max(initial=1))
     for questions in split.stories:
-        x, ages, mask, offset = _story_batch(split, cache, questions, slots)
+        x, ages, mask, offset = story_batch(split, cache, questions, slots)
         u = queries[questions]
         selected = torch.zeros(mask.shape)
         for h in range(int(n_hops[questions].max())):
@@ -196,9 +197,9 @@ def answer_accuracy(reader, vocab: Vocab, split: Split, chosen: np.ndarray) -> f
         t, first, _ = split.windows[i]
         live = [c for c in row if c >= 0]
         if live:
-            memories[i, :len(live)] = _ids(vocab, [split.texts[split.rows[t][first + c]] for c in live], length)
+            memories[i, :len(live)] = token_ids(vocab, [split.texts[split.rows[t][first + c]] for c in live], length)
     reads = torch.from_numpy(np.where(chosen >= 0, np.arange(h)[None, :], -1))
-    query = _ids(vocab, [s.query for s in split.samples], length)
+    query = token_ids(vocab, [s.query for s in split.samples], length)
     said = reader.answer(memories, query, reads).numpy()
     answers = np.array([(vocab.encode(s.answer) or [1])[0] for s in split.samples])
     return float((said == answers).mean())

@@ -47,10 +47,10 @@ def _floor(split, cache, queries, hops) -> None:
     """Per story and hop: gather the lists, one (B, N, d) x (B, d) product: the least a scorer must do."""
     import torch
 
-    from memsel.haystack_eval import _story_batch
+    from memsel.haystack_eval import story_batch
 
     for questions in split.stories:
-        x, _, mask, _ = _story_batch(split, cache, questions, int(split.lengths.max()))
+        x, _, mask, _ = story_batch(split, cache, questions, int(split.lengths.max()))
         u = queries[questions]
         for _ in range(int(hops[questions].max())):
             torch.matmul(x, u.unsqueeze(-1)).squeeze(-1).masked_fill(~mask, -1e30).argmax(-1)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     from memsel.config import SelectorConfig
     from memsel.data.encode import DataSpec, Vocab, question_hops
-    from memsel.haystack_eval import _ids, embed_texts, selector_choices
+    from memsel.haystack_eval import token_ids, embed_texts, selector_choices
     from memsel.network import Selector
 
     if args.quick:
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     hops = question_hops(0, np.array([len(s.supporting) for s in built]))
     with torch.inference_mode():
         cache = embed_texts(net, vocab, split.texts)
-        queries = net.encode_query(_ids(vocab, [s.query for s in built], 25))
+        queries = net.encode_query(token_ids(vocab, [s.query for s in built], net.spec.max_sentence_len))
     ours, floor = [], []
     for _ in range(max(1, args.repeats)):
         t = time.perf_counter()
